@@ -1,0 +1,1 @@
+"""Streamlit dashboard: UI only. Everything it shows comes from ``medmodels`` calls."""

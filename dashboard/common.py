@@ -1,0 +1,223 @@
+"""What every page shares: the notice, error display, task/model pickers, cached loading.
+
+Models are shared between sessions through ``st.cache_resource`` and never mutated here;
+predictions run under the library's per-model lock so that they never interleave with an
+attribution call (whose hooks would see the other thread's forward pass). Everything a
+page keeps between reruns lives in ``st.session_state``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+log = logging.getLogger("dashboard")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO_ROOT / "examples"
+IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
+NOTICE = (
+    "**Research and education tool — not a medical device and not for diagnosis.** "
+    "Predictions and explanations come from small models trained on public data sets."
+)
+FAMILY_WORDS = {
+    "shallow": "shallow CNN",
+    "deep": "deep baseline",
+    "quadsnet": "QuadSNet",
+    "teacher": "distillation teacher",
+    "student": "distillation student",
+    "clinical": "clinical model",
+    "comparison": "comparison model",
+}
+
+
+def notice() -> None:
+    """The disclaimer shown at the top of every page."""
+    st.warning(NOTICE, icon=":material/health_and_safety:")
+
+
+def page_header(title: str, caption: str) -> None:
+    """Every page starts with the notice, its title and one line on what it is for."""
+    notice()
+    st.title(title)
+    st.caption(caption)
+
+
+@contextmanager
+def page_errors(what: str = "This step") -> Iterator[None]:
+    """Show user-caused errors as their message and anything else as a short generic one.
+
+    Streamlit's own control flow (``st.stop``, ``st.rerun``) derives from BaseException
+    and passes through untouched.
+    """
+    from medmodels.errors import MedModelsError
+
+    try:
+        yield
+    except MedModelsError as err:
+        st.error(str(err))
+    except Exception as err:  # noqa: BLE001 - the page must never show a traceback
+        log.exception("%s failed", what)
+        st.error(f"{what} failed unexpectedly ({type(err).__name__}); the details were logged on the server.")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- registry & weights
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def weights_status(task: str, name: str) -> tuple[bool, str]:
+    """Cached briefly: training jobs may add weights while the dashboard runs."""
+    from medmodels.hub import weights_status as status
+
+    return status(task, name)
+
+
+@st.cache_resource(show_spinner="Loading model weights…", max_entries=24)
+def trained_model(task: str, name: str):  # noqa: ANN201 - (nn.Module, TrainedCard)
+    """The shipped model and its card, loaded once per process and shared (read-only)."""
+    from medmodels.hub import load_trained
+
+    log.info("loading model weights (one model)")
+    return load_trained(task, name)
+
+
+def task_picker(key: str, tasks: Sequence[str] | None = None, label: str = "Task"):  # noqa: ANN201
+    """A select box of tasks (optionally limited to ``tasks``); returns the TaskSpec."""
+    from medmodels.zoo.registry import list_tasks
+
+    specs = [t for t in list_tasks() if tasks is None or t.name in tasks]
+    if not specs:
+        st.info("No task offers this view.")
+        st.stop()
+    names = [t.name for t in specs]
+    titles = {t.name: t.title for t in specs}
+    chosen = st.selectbox(label, names, format_func=titles.__getitem__, key=key)
+    return specs[names.index(chosen)]
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """The registered models of a task split into those with weights and those without."""
+
+    available: list  # ModelEntry
+    missing: list  # (ModelEntry, reason)
+
+
+def model_choice(task: str, families: Sequence[str] | None = None) -> ModelChoice:
+    from medmodels.zoo.registry import list_models
+
+    available, missing = [], []
+    for entry in list_models(task):
+        if families is not None and entry.family not in families:
+            continue
+        ok, reason = weights_status(task, entry.name)
+        (available.append(entry) if ok else missing.append((entry, reason)))
+    return ModelChoice(available, missing)
+
+
+def show_missing(choice: ModelChoice) -> None:
+    """List models without weights, disabled, each with the reason."""
+    if not choice.missing:
+        return
+    with st.expander(f"{len(choice.missing)} registered model(s) not available (no trained weights)"):
+        for entry, reason in choice.missing:
+            st.markdown(f"- ~~{entry.title}~~ (`{entry.name}`): {reason}")
+
+
+def model_picker(
+    task: str,
+    key: str,
+    *,
+    label: str = "Models",
+    default_count: int = 1,
+    families: Sequence[str] | None = None,
+    multiple: bool = True,
+) -> list:
+    """Multiselect of the task's models that have weights; the others listed with the reason."""
+    choice = model_choice(task, families)
+    if not choice.available:
+        st.info(f"No trained weights yet for any {task} model; the models are listed below.")
+        show_missing(choice)
+        return []
+    names = [e.name for e in choice.available]
+    titles = {e.name: f"{e.title} · {FAMILY_WORDS.get(e.family, e.family)}" for e in choice.available}
+    if multiple:
+        picked = st.multiselect(
+            label, names, default=names[:default_count], format_func=titles.__getitem__, key=f"{key}_{task}"
+        )
+    else:
+        one = st.selectbox(label, names, format_func=titles.__getitem__, key=f"{key}_{task}")
+        picked = [one] if one else []
+    show_missing(choice)
+    return [e for e in choice.available if e.name in picked]
+
+
+# --------------------------------------------------------------------------- images
+
+
+@st.cache_data(show_spinner=False, max_entries=256, max_size="512MB", ttl=3600)
+def decode_image(key: str, name: str, _data: bytes):  # noqa: ANN202 - PIL.Image
+    """Decode once per content hash (``key``); ImageReadError says what is wrong."""
+    from medmodels.data.images import load_image
+
+    return load_image(_data, name)
+
+
+@st.cache_data(show_spinner=False, max_entries=1024, max_size="128MB", ttl=3600)
+def model_view(task: str, name: str, key: str, _image):  # noqa: ANN001, ANN202
+    """What the model sees (resized, padded, grayscale as its preprocessing says)."""
+    from medmodels.data.transforms import model_view as view
+    from medmodels.zoo.registry import get_entry
+
+    return view(_image, get_entry(task, name).preprocess)
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One decoded image the user gave or picked; ``key`` is its content hash."""
+
+    name: str
+    key: str
+    image: object  # PIL.Image.Image
+    label: str | None = None  # the class folder of a bundled example
+
+
+def example_files(task: str) -> list[tuple[str, Path]]:
+    """(class, path) of the bundled example images of a task, class folders in task order."""
+    from medmodels.data.datasets import IMAGE_SUFFIXES
+    from medmodels.zoo.registry import get_task
+
+    root = EXAMPLES_DIR / task
+    out = []
+    for cls in get_task(task).classes:
+        folder = root / cls
+        if folder.is_dir():
+            out += [(cls, p) for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+    return out
+
+
+def read_inputs(uploads: Sequence, examples: Sequence[tuple[str, Path]]) -> list[InputImage]:
+    """Decode uploads and picked examples; a bad file is reported in the page and left out."""
+    from medmodels.errors import ImageReadError
+
+    items: list[tuple[str, bytes, str | None]] = [(u.name, u.getvalue(), None) for u in uploads]
+    items += [(f"{cls}/{p.name}", p.read_bytes(), cls) for cls, p in examples]
+    images = []
+    for name, data, label in items:
+        key = digest(data)
+        try:
+            images.append(InputImage(name, key, decode_image(key, name, data), label))
+        except ImageReadError as err:
+            st.error(str(err))
+    log.info("read %d image(s), %d left out", len(images), len(items) - len(images))
+    return images

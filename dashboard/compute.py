@@ -1,0 +1,163 @@
+"""Cached calls into the library: predictions, explanations, faithfulness, evaluations.
+
+Nothing is computed here: each function calls one ``medmodels`` function and caches its
+result, keyed on the content hash of the input (``key``), the model and the settings.
+Arguments starting with ``_`` are not hashed by Streamlit (their hash is in ``key``).
+Cached values are plain data (dicts, numpy arrays) so that every session gets its own copy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from dashboard.common import trained_model
+
+log = logging.getLogger("dashboard")
+
+
+@st.cache_data(show_spinner=False, max_entries=2048)
+def probabilities(task: str, name: str, key: str, _image: Any) -> np.ndarray:
+    """Class probabilities [C] of one image."""
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import model_lock
+    from medmodels.inference import predict_proba
+
+    model, card = trained_model(task, name)
+    batch = preprocess_batch([_image], card.entry.preprocess)
+    with model_lock(model):
+        return predict_proba(model, batch)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=1024, max_size="256MB", ttl=3600)
+def explanation(task: str, name: str, key: str, method: str, settings: Any, _image: Any) -> dict:
+    """One attribution map ([H, W]) for the predicted class, and what produced it."""
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import explain
+
+    model, card = trained_model(task, name)
+    batch = preprocess_batch([_image], card.entry.preprocess)
+    exp = explain(model, card.entry, batch, method=method, settings=settings)
+    extra = {k: v for k, v in exp.extra.items() if isinstance(v, (int, float, str))}
+    return {
+        "map": exp.maps[0],
+        "signed": bool(exp.signed),
+        "target": int(exp.target[0]),
+        "probability": float(exp.probs[0]),
+        "seconds": float(exp.seconds),
+        "extra": extra,
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def faithfulness(task: str, name: str, key: str, method: str, settings: Any, steps: int, _image: Any) -> dict:
+    """Deletion/insertion AUCs of a map against a random pixel order (same baseline as IG)."""
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import deletion_insertion
+
+    exp = explanation(task, name, key, method, settings, _image)
+    model, card = trained_model(task, name)
+    batch = preprocess_batch([_image], card.entry.preprocess)
+    result = deletion_insertion(
+        model,
+        batch,
+        exp["map"][None],
+        exp["target"],
+        steps=steps,
+        baseline=settings.ig_baseline,
+        preprocess=card.entry.preprocess,
+    )
+    return {
+        "deletion_auc": float(result.deletion_auc[0]),
+        "insertion_auc": float(result.insertion_auc[0]),
+        "random_deletion_auc": float(result.random_deletion_auc[0]),
+        "random_insertion_auc": float(result.random_insertion_auc[0]),
+        "baseline": result.baseline,
+        "fractions": result.fractions.tolist(),
+        "deletion_curve": result.deletion_curve[0].tolist(),
+        "insertion_curve": result.insertion_curve[0].tolist(),
+    }
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def sanity(task: str, name: str, key: str, method: str, settings: Any, layers: int, _image: Any) -> dict:
+    """Cascading model-randomisation check: rank correlation with the original map per layer."""
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import randomisation_check
+
+    model, card = trained_model(task, name)
+    batch = preprocess_batch([_image], card.entry.preprocess)
+    result = randomisation_check(model, card.entry, batch, None, method, settings, layers=layers)
+    return {
+        "layers": list(result.layer_names),
+        "spearman": result.spearman[:, 0].tolist(),
+        "maps": result.randomised_maps[:, 0],
+    }
+
+
+# --------------------------------------------------------------------------- labelled sets
+
+
+@st.cache_resource(show_spinner=False, max_entries=2, ttl=3600)
+def labelled_upload(
+    key: str, classes: tuple[str, ...], name: str, _data: bytes, _csv: bytes | None, csv_key: str | None
+):  # noqa: ANN201 - LabelledSet
+    """A user's zip (and label CSV) read in memory, never extracted; shared by content hash."""
+    from medmodels.data.datasets import read_labelled_set
+
+    data = read_labelled_set(_data, classes, labels_csv=_csv, name=name)
+    log.info("read a labelled upload: %d images, %d skipped", len(data.samples), len(data.skipped))
+    return data
+
+
+@st.cache_resource(show_spinner=False, max_entries=8, ttl=3600)
+def labelled_folder(path: str, classes: tuple[str, ...]):  # noqa: ANN201 - LabelledSet
+    from pathlib import Path
+
+    from medmodels.data.datasets import read_labelled_set
+
+    return read_labelled_set(Path(path), classes)
+
+
+@st.cache_resource(show_spinner=False, max_entries=8, ttl=3600)
+def held_out(task: str, name: str):  # noqa: ANN201 - LabelledSet
+    """The test split a shipped model was scored on (needs ../shared/data)."""
+    from medmodels.evaluate import held_out_set
+
+    return held_out_set(trained_model(task, name)[1])
+
+
+@st.cache_data(show_spinner=False, max_entries=64, max_size="256MB", ttl=3600)
+def evaluation(task: str, name: str, data_key: str, title: str, _data: Any) -> dict:
+    """Probabilities of every image of a labelled set, as plain data (metrics are re-derived
+    at any threshold by ``medmodels.metrics``). Shows a progress bar while it runs; the bar
+    is created in here because a cached function may only draw into blocks it created."""
+    from medmodels.evaluate import evaluate_set
+    from medmodels.explain import model_lock
+
+    model, card = trained_model(task, name)
+    total = len(_data.samples)
+    bar = st.progress(0.0, text=f"Evaluating {title} on {total} images…")
+
+    def progress(done: int, n: int) -> None:
+        bar.progress(done / max(n, 1), text=f"Evaluating {title}: {done} of {n} images")
+
+    with model_lock(model):
+        ev = evaluate_set(model, card.entry, _data, progress=progress)
+    bar.empty()
+    log.info("evaluated one model on %d images", total)
+    return {"names": list(ev.names), "groups": list(ev.groups), "labels": ev.labels, "probs": ev.probs}
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def latency(task: str, name: str, repeats: int = 5) -> dict:
+    """CPU milliseconds per image at batch 1, measured now on this machine."""
+    from medmodels.explain import model_lock
+    from medmodels.inference import time_inference
+
+    model, card = trained_model(task, name)
+    with model_lock(model):
+        return time_inference(model, card.entry.preprocess, batch_sizes=(1,), repeats=repeats)

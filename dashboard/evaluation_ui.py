@@ -1,0 +1,178 @@
+"""Evaluate-page helpers: choosing the labelled set, metric tables, stored cross-validation data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import compute
+from dashboard.common import EXAMPLES_DIR, digest, trained_model
+
+SOURCES = {
+    "upload": "Upload a labelled test set (zip)",
+    "heldout": "Bundled test split (each model's own held-out split)",
+    "examples": "Bundled example images (a tiny labelled set)",
+}
+# The metrics of the papers, in the order their tables use; others follow.
+METRIC_ORDER = (
+    "n",
+    "accuracy",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "f1",
+    "mcc",
+    "roc_auc",
+    "pr_auc",
+    "tp",
+    "tn",
+    "fp",
+    "fn",
+    "tpr",
+    "tnr",
+    "fpr",
+    "fnr",
+    "ece",
+)
+
+
+@dataclass(frozen=True)
+class TestSet:
+    """A labelled set for one model and the key its evaluation is cached under."""
+
+    data: Any  # LabelledSet
+    key: str
+    label: str
+
+
+def upload_widgets(task: Any) -> tuple[Any, Any]:
+    folders = ", ".join(f"`{c}/…`" for c in task.classes)
+    st.markdown(
+        f"A **zip of class folders** ({folders}), or a **zip of images with a CSV** "
+        "`filename,label[,patient_id]` inside it or uploaded beside it. The zip is read in memory "
+        "and never stored."
+    )
+    c1, c2 = st.columns([2, 1])
+    archive = c1.file_uploader("Labelled test set (zip)", type=["zip"], key=f"evaluate_zip_{task.name}")
+    labels = c2.file_uploader("Label CSV (optional)", type=["csv"], key=f"evaluate_csv_{task.name}")
+    return archive, labels
+
+
+def uploaded_set(task: Any, archive: Any, labels: Any) -> TestSet:
+    data = archive.getvalue()
+    csv = labels.getvalue() if labels is not None else None
+    key, csv_key = digest(data), (digest(csv) if csv is not None else None)
+    labelled = compute.labelled_upload(key, tuple(task.classes), archive.name, data, csv, csv_key)
+    return TestSet(labelled, f"upload:{key}:{csv_key}", archive.name)
+
+
+def examples_set(task: Any) -> TestSet:
+    labelled = compute.labelled_folder(str(EXAMPLES_DIR / task.name), tuple(task.classes))
+    return TestSet(labelled, f"examples:{task.name}", "bundled examples")
+
+
+def held_out_set(task: Any, name: str) -> TestSet:
+    labelled = compute.held_out(task.name, name)
+    return TestSet(labelled, f"heldout:{task.name}:{name}", "held-out test split")
+
+
+def show_skipped(data: Any) -> None:
+    if data.skipped:
+        with st.expander(f"{len(data.skipped)} file(s) left out of the set"):
+            st.dataframe(
+                pd.DataFrame([{"file": s.name, "reason": s.reason} for s in data.skipped]),
+                hide_index=True,
+                width="stretch",
+            )
+
+
+def metric_table(reports: dict[str, Any]) -> pd.DataFrame:
+    """Rows = models, columns = metrics in the papers' order (as their tables are laid out)."""
+    keys = [k for k in METRIC_ORDER if any(k in r.metrics for r in reports.values())]
+    keys += sorted({k for r in reports.values() for k in r.metrics} - set(keys))
+    return pd.DataFrame(
+        [{"model": label, **{k: r.metrics.get(k) for k in keys}} for label, r in reports.items()]
+    ).set_index("model")
+
+
+COUNT_KEYS = ("n", "tp", "tn", "fp", "fn", "support")
+
+
+def show_metric_table(table: pd.DataFrame, key: str) -> None:
+    """Counts as integers, rates with four decimals."""
+    config = {
+        c: st.column_config.NumberColumn(c, format="%d" if c in COUNT_KEYS else "%.4f") for c in table.columns
+    }
+    st.dataframe(table, width="stretch", column_config=config, key=key)
+
+
+def binary_view(task: Any, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Truth and score of the positive class (binary tasks)."""
+    from medmodels.metrics import one_vs_rest
+
+    return one_vs_rest(labels, probs, task.positive_index)
+
+
+# --------------------------------------------------------------------------- stored CV data
+
+
+def _score_column(frame: pd.DataFrame, cls: str) -> str | None:
+    for name in (cls, f"p_{cls}", f"score_{cls}", f"prob_{cls}"):
+        if name in frame.columns:
+            return name
+    return None
+
+
+def cv_fold_curves(task: Any, name: str) -> dict[str, list]:
+    """Per-fold ROC and PR curves from a model's stored predictions.csv (or metrics.json)."""
+    from medmodels.metrics import CurveData, pr_curve_data, roc_curve_data
+
+    _model, card = trained_model(task.name, name)
+    out: dict[str, list] = {"roc": [], "pr": []}
+    table = Path(card.folder) / "predictions.csv"
+    if table.is_file() and task.positive_index is not None:
+        frame = pd.read_csv(table)
+        cls = task.classes[task.positive_index]
+        score = _score_column(frame, cls)
+        if score and "fold" in frame.columns and "label" in frame.columns:
+            for _fold, part in frame.groupby("fold", sort=True):
+                truth = part["label"].astype(str).isin([cls, str(task.positive_index)]).to_numpy()
+                out["roc"].append(roc_curve_data(truth, part[score].to_numpy()))
+                out["pr"].append(pr_curve_data(truth, part[score].to_numpy()))
+            return out
+    for fold in (card.metrics.get("cv") or {}).get("folds", []):
+        stored = fold.get("curves") or (fold.get("test") or {}).get("curves") or {}
+        for kind in ("roc", "pr"):
+            if kind in stored:
+                c = stored[kind]
+                out[kind].append(
+                    CurveData(x=c["x"], y=c["y"], thresholds=c.get("thresholds", []), auc=c.get("auc"))
+                )
+    return out
+
+
+def cv_summary(task: Any, name: str) -> pd.DataFrame | None:
+    """Per-fold test metrics and, when stored, their mean and standard deviation (metrics.json)."""
+    _model, card = trained_model(task.name, name)
+    cv = card.metrics.get("cv") or {}
+    rows = {
+        f"fold {f.get('fold', i + 1)}": (f.get("test") or {}).get("metrics", {})
+        for i, f in enumerate(cv.get("folds", []))
+    }
+    if cv.get("mean"):
+        rows["mean"] = cv["mean"]
+        rows["std"] = cv.get("std", {})
+    if not rows:
+        return None
+    keys = [k for k in METRIC_ORDER if any(k in r for r in rows.values())]
+    return pd.DataFrame({label: [r.get(k) for k in keys] for label, r in rows.items()}, index=keys)
+
+
+def cv_note(task: Any, name: str) -> str | None:
+    return (trained_model(task.name, name)[1].metrics.get("cv") or {}).get("note")

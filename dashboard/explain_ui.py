@@ -1,0 +1,225 @@
+"""Explanation widgets shared by the pages: method settings, the overlay grid, the figure download."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+from PIL import Image, ImageDraw, ImageFont
+
+from dashboard import compute
+from dashboard.common import InputImage, model_view
+
+COLORMAPS = ("auto", "jet", "turbo", "viridis", "inferno", "magma", "hot", "RdBu_r", "coolwarm")
+TILE = 224
+
+
+@dataclass(frozen=True)
+class Display:
+    """How maps are drawn (not part of the cached computation)."""
+
+    opacity: float = 0.5
+    colormap: str = "auto"
+    faithfulness: bool = True
+    faithfulness_steps: int = 10
+
+    @property
+    def cmap(self) -> str | None:
+        return None if self.colormap == "auto" else self.colormap
+
+
+def settings_panel(
+    key: str, default_methods: Sequence[str] = ("gradcam", "ig")
+) -> tuple[list[str], Any, Display]:
+    """Methods, ExplainSettings and display options, from widgets in an expander."""
+    from medmodels.explain import BASELINES, METHODS, ExplainSettings
+
+    methods = st.multiselect(
+        "Explanation methods",
+        list(METHODS),
+        default=list(default_methods),
+        format_func=METHODS.__getitem__,
+        key=f"{key}_methods",
+    )
+    with st.expander("Method settings and display", expanded=False):
+        c1, c2, c3 = st.columns(3)
+        ig_steps = c1.slider(
+            "IG steps",
+            4,
+            128,
+            32,
+            step=4,
+            key=f"{key}_ig_steps",
+            help="Integration steps of Integrated Gradients (more: slower, smoother).",
+        )
+        baseline = c1.selectbox(
+            "IG / occlusion baseline",
+            list(BASELINES),
+            key=f"{key}_baseline",
+            format_func=lambda b: f"{b}: {BASELINES[b]}",
+        )
+        window = c2.slider(
+            "Occlusion window (pixels, 0 = an eighth of the side)", 0, 64, 0, key=f"{key}_window"
+        )
+        samples = c2.slider("SmoothGrad samples", 2, 64, 16, key=f"{key}_sg_samples")
+        opacity = c3.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}_opacity")
+        colormap = c3.selectbox(
+            "Colormap",
+            COLORMAPS,
+            key=f"{key}_cmap",
+            help="auto: jet for positive maps, red-blue around zero for signed maps.",
+        )
+        faith = st.checkbox(
+            "Faithfulness scores (deletion / insertion AUC against a random order)",
+            value=True,
+            key=f"{key}_faith",
+        )
+    settings = ExplainSettings(
+        ig_steps=ig_steps,
+        ig_baseline=baseline,
+        smoothgrad_samples=samples,
+        occlusion_window=window or None,
+        internal_batch_size=16,
+    )
+    return methods, settings, Display(opacity, colormap, faith)
+
+
+def overlay(task: str, name: str, item: InputImage, exp: dict, display: Display) -> Image.Image:
+    from medmodels.explain import render_overlay
+
+    base = model_view(task, name, item.key, item.image)
+    return render_overlay(
+        base, exp["map"], colormap=display.cmap, opacity=display.opacity, signed=exp["signed"]
+    )
+
+
+FAITH_LEGEND = (
+    "Faithfulness under each map: **deletion AUC** ↓ (removing the top-ranked pixels first should "
+    "drop the probability fast) and **insertion AUC** ↑, each next to the same score for a random "
+    "pixel order."
+)
+
+
+def details(extra: dict) -> str:
+    """The settings a method reports having used (layer, window, convergence), for the caption."""
+    words = {"cam_layer": "layer", "window": "window", "stride": "stride", "convergence_delta": "δ"}
+    parts = [
+        f"{words[k]} {v:.3g}" if isinstance(v, float) else f"{words[k]} {v}"
+        for k, v in extra.items()
+        if k in words
+    ]
+    return (" · " + ", ".join(parts)) if parts else ""
+
+
+def faith_caption(f: dict) -> str:
+    return (
+        f"deletion {f['deletion_auc']:.3f} ↓ (random {f['random_deletion_auc']:.3f}) · "
+        f"insertion {f['insertion_auc']:.3f} ↑ (random {f['random_insertion_auc']:.3f})"
+    )
+
+
+def explanation_grid(
+    task: str,
+    entries: Sequence[Any],
+    item: InputImage,
+    methods: Sequence[str],
+    settings: Any,
+    display: Display,
+    key: str,
+) -> dict:
+    """Rows = models, columns = methods; returns the numbers and tiles for the downloads."""
+    from medmodels.explain import METHODS
+
+    classes = entries[0].classes if entries else ()
+    results: dict[str, Any] = {"image": item.name, "settings": dataclasses.asdict(settings), "models": {}}
+    tiles: list[list[tuple[str, Image.Image]]] = []
+    total = len(entries) * len(methods)
+    bar = st.progress(0.0, text="Computing explanations…") if total else None
+    done = 0
+    width = max(4, 1 + len(methods))  # tiles no wider than a quarter of the page
+    if display.faithfulness:
+        st.caption(FAITH_LEGEND)
+    header = st.columns(width)
+    header[0].markdown("**What the model sees**")
+    for col, m in zip(header[1:], methods):
+        col.markdown(f"**{METHODS[m]}**")
+    for entry in entries:
+        cols = st.columns(width)
+        view = model_view(task, entry.name, item.key, item.image)
+        cols[0].image(view, caption=entry.title, width="stretch")
+        row = [(entry.title, view)]
+        numbers: dict[str, Any] = {}
+        for col, method in zip(cols[1:], methods):
+            with col:
+                exp = compute.explanation(task, entry.name, item.key, method, settings, item.image)
+                picture = overlay(task, entry.name, item, exp, display)
+                st.image(
+                    picture,
+                    width="stretch",
+                    caption=f"{classes[exp['target']]} ({exp['probability']:.2f}) · {exp['seconds']:.2f} s"
+                    + details(exp["extra"]),
+                )
+                entry_numbers: dict[str, Any] = {
+                    "target": classes[exp["target"]],
+                    "probability": exp["probability"],
+                    "seconds": exp["seconds"],
+                    **exp["extra"],
+                }
+                if display.faithfulness:
+                    f = compute.faithfulness(
+                        task, entry.name, item.key, method, settings, display.faithfulness_steps, item.image
+                    )
+                    st.caption(faith_caption(f))
+                    entry_numbers.update(
+                        {
+                            k: f[k]
+                            for k in (
+                                "deletion_auc",
+                                "insertion_auc",
+                                "random_deletion_auc",
+                                "random_insertion_auc",
+                            )
+                        }
+                    )
+                numbers[method] = entry_numbers
+                row.append((METHODS[method], picture))
+            done += 1
+            if bar:
+                bar.progress(done / total, text=f"Computed {done} of {total} explanations")
+        results["models"][entry.name] = numbers
+        tiles.append(row)
+    if bar:
+        bar.empty()
+    results["_tiles"] = tiles
+    return results
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def compose_figure(tiles: Sequence[Sequence[tuple[str, Image.Image]]], title: str) -> bytes:
+    """The grid as one PNG: rows = models, columns = model view + methods, each tile labelled."""
+    rows, cols = len(tiles), max((len(r) for r in tiles), default=0)
+    pad, label_h, head = 8, 22, 30
+    width = pad + cols * (TILE + pad)
+    height = head + rows * (TILE + label_h + pad) + pad
+    canvas = Image.new("RGB", (max(width, 300), height), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 6), title, fill="black", font=_font(16))
+    for r, row in enumerate(tiles):
+        y = head + r * (TILE + label_h + pad)
+        for c, (label, img) in enumerate(row):
+            x = pad + c * (TILE + pad)
+            draw.text((x, y), label[:34], fill="black", font=_font(13))
+            canvas.paste(img.convert("RGB").resize((TILE, TILE), Image.Resampling.NEAREST), (x, y + label_h))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,217 @@
+"""Compare two models: teacher vs distilled student, or a shallow CNN vs a deep baseline."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import compute
+from dashboard import evaluation_ui as ui
+from dashboard.common import (
+    InputImage,
+    decode_image,
+    digest,
+    model_choice,
+    page_errors,
+    page_header,
+    show_missing,
+    task_picker,
+    trained_model,
+)
+from dashboard.explain_ui import Display, overlay
+
+MODES = {
+    "kd": ("Teacher vs student (knowledge distillation)", ("teacher", "student")),
+    "depth": ("Shallow vs deep", ("shallow", "deep")),
+}
+
+page_header(
+    "Compare",
+    "Two models side by side: size, speed on this machine, metrics, where their predictions "
+    "disagree and how similar their Grad-CAMs are.",
+)
+
+from medmodels.zoo.registry import count_parameters, list_models, list_tasks  # noqa: E402
+
+mode = st.radio(
+    "Comparison", list(MODES), format_func=lambda m: MODES[m][0], horizontal=True, key="compare_mode"
+)
+families = MODES[mode][1]
+tasks = [
+    t.name for t in list_tasks() if all(any(e.family == f for e in list_models(t.name)) for f in families)
+]
+task = task_picker(f"compare_task_{mode}", tasks)
+
+pickers = st.columns(2)
+chosen = []
+for col, family in zip(pickers, families):
+    with col:
+        choice = model_choice(task.name, [family])
+        if not choice.available:
+            st.info(f"No {family} model of this task has trained weights yet.")
+            show_missing(choice)
+            continue
+        names = [e.name for e in choice.available]
+        pick = st.selectbox(
+            f"{family.capitalize()} model",
+            names,
+            key=f"compare_{mode}_{task.name}_{family}",
+            format_func={e.name: e.title for e in choice.available}.__getitem__,
+        )
+        chosen.append(next(e for e in choice.available if e.name == pick))
+        show_missing(choice)
+if len(chosen) < 2:
+    st.stop()
+a, b = chosen
+
+# ----------------------------------------------------------------- size and speed
+st.subheader("Size and speed")
+with page_errors("Loading the models"):
+    loaded = {e.name: trained_model(task.name, e.name) for e in chosen}
+    measured = st.session_state.setdefault("compare_latency", {})
+    if st.button("Measure CPU latency on this machine now", key="compare_measure"):
+        with st.spinner("Timing batch-1 inference…"):
+            for e in chosen:
+                measured[e.key] = compute.latency(task.name, e.name)["ms_per_image_batch1"]
+    rows = []
+    for e in chosen:
+        model, card = loaded[e.name]
+        weights = card.folder / "model.safetensors"
+        stored = card.metrics.get("inference_ms", {}).get("ms_per_image_batch1")
+        rows.append(
+            {
+                "model": e.title,
+                "parameters": count_parameters(model),
+                "size on disk (MB)": weights.stat().st_size / 1e6 if weights.is_file() else None,
+                "CPU ms / image, measured now": measured.get(e.key),
+                "CPU ms / image, after training": stored,
+                "training time (s)": (card.metrics.get("training") or {}).get("seconds"),
+            }
+        )
+    st.dataframe(
+        pd.DataFrame(rows).set_index("model"),
+        width="stretch",
+        key="compare_size",
+        column_config={
+            "parameters": st.column_config.NumberColumn(format="localized"),
+            "size on disk (MB)": st.column_config.NumberColumn(format="%.2f"),
+            "CPU ms / image, measured now": st.column_config.NumberColumn(format="%.2f"),
+            "CPU ms / image, after training": st.column_config.NumberColumn(format="%.2f"),
+            "training time (s)": st.column_config.NumberColumn(format="%.0f"),
+        },
+    )
+    if not measured.get(a.key):
+        st.caption("Latency is measured on demand: it takes a few seconds of this machine's CPU.")
+
+    st.subheader("Metrics on each model's test split (stored with the weights)")
+    from medmodels.metrics import MetricReport  # noqa: E402
+
+    reports = {}
+    for e in chosen:
+        test = loaded[e.name][1].metrics.get("test") or {}
+        if test.get("metrics"):
+            reports[e.title] = MetricReport(
+                test["metrics"],
+                test.get("per_class", {}),
+                test.get("confusion_matrix", []),
+                tuple(test.get("classes", ())),
+                test.get("threshold"),
+            )
+    if reports:
+        ui.show_metric_table(ui.metric_table(reports), "compare_metrics")
+    else:
+        st.caption("No stored test metrics.")
+
+# ----------------------------------------------------------------- agreement
+st.subheader("Agreement of predictions")
+sources = {
+    "examples": "bundled example images",
+    "heldout": f"held-out test split of {a.title} (may take minutes)",
+}
+source = st.radio(
+    "Images", list(sources), format_func=sources.__getitem__, horizontal=True, key="compare_source"
+)
+test = None
+with page_errors("Comparing predictions"):
+    test = ui.examples_set(task) if source == "examples" else ui.held_out_set(task, a.name)
+    res = {e.name: compute.evaluation(task.name, e.name, test.key, e.title, test.data) for e in chosen}
+    from medmodels.metrics import prediction_agreement
+
+    pred = {n: r["probs"].argmax(1) for n, r in res.items()}
+    agreement = prediction_agreement(pred[a.name], pred[b.name], len(task.classes))
+    agree, kappa = agreement.agreement, agreement.cohen_kappa
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Images", len(test.data))
+    c2.metric("Same predicted class", f"{agree:.1%}")
+    c3.metric("Cohen's κ", "n/a" if kappa is None else f"{kappa:.3f}")
+    samples = {s.name: s for s in test.data.samples}
+    names = res[a.name]["names"]
+    differ = agreement.disagreeing
+    if differ:
+        st.markdown(f"**Where they disagree** ({len(differ)} image(s); first 12 shown)")
+        cols = st.columns(6)
+        for j, i in enumerate(differ[:12]):
+            s = samples[names[i]]
+            data = s.source if isinstance(s.source, bytes) else s.source.read_bytes()
+            cols[j % 6].image(
+                decode_image(digest(data), s.name, data),
+                width="stretch",
+                caption=f"truth {task.classes[s.label]} · {a.title}: {task.classes[pred[a.name][i]]}"
+                f" · {b.title}: {task.classes[pred[b.name][i]]}",
+            )
+    else:
+        st.caption("The two models predict the same class on every image.")
+
+# ----------------------------------------------------------------- Grad-CAM similarity
+if test is None:
+    st.stop()
+st.subheader("How similar are their Grad-CAMs?")
+c1, c2 = st.columns(2)
+available = min(24, len(test.data))
+count = (
+    c1.slider("Images", 1, available, min(4, available), key="compare_count") if available > 1 else available
+)
+fraction = c2.slider("Top-k% region for IoU", 0.05, 0.5, 0.1, 0.05, key="compare_fraction")
+with page_errors("Comparing Grad-CAMs"):
+    from medmodels.explain import ExplainSettings, map_rank_correlation, topk_iou
+
+    settings = ExplainSettings()
+    rows, pairs = [], []
+    for s in list(test.data.samples)[:count]:
+        data = s.source if isinstance(s.source, bytes) else s.source.read_bytes()
+        key = digest(data)
+        item = InputImage(s.name, key, decode_image(key, s.name, data), task.classes[s.label])
+        maps = {
+            e.name: compute.explanation(task.name, e.name, key, "gradcam", settings, item.image)
+            for e in chosen
+        }
+        rows.append(
+            {
+                "image": s.name,
+                "truth": item.label,
+                "rank correlation (Spearman)": map_rank_correlation(maps[a.name]["map"], maps[b.name]["map"]),
+                f"IoU of top {fraction:.0%}": topk_iou(maps[a.name]["map"], maps[b.name]["map"], fraction),
+            }
+        )
+        pairs.append((item, maps))
+    table = pd.DataFrame(rows)
+    st.dataframe(table, hide_index=True, width="stretch", key="compare_cam_table")
+    st.caption(
+        f"Mean rank correlation {table.iloc[:, 2].mean():.3f}; mean top-{fraction:.0%} IoU "
+        f"{table.iloc[:, 3].mean():.3f} over {len(table)} image(s). Both maps explain each model's own "
+        "predicted class."
+    )
+    display = Display(opacity=0.5)
+    shown = pairs[:6]
+    for start in range(0, len(shown), 2):  # two (image, map A, map B) triplets per row
+        cols = st.columns(6)
+        for offset, (item, maps) in enumerate(shown[start : start + 2]):
+            triplet = cols[3 * offset : 3 * offset + 3]
+            triplet[0].image(item.image, caption=item.name, width="stretch")
+            for col, e in zip(triplet[1:], chosen):
+                m = maps[e.name]
+                col.image(
+                    overlay(task.name, e.name, item, m, display),
+                    width="stretch",
+                    caption=f"{e.title}: {task.classes[m['target']]} ({m['probability']:.2f})",
+                )

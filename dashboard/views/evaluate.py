@@ -1,0 +1,248 @@
+"""Evaluate: models on a labelled test set, with every metric of the papers and a drill-down."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts, compute
+from dashboard import evaluation_ui as ui
+from dashboard.common import (
+    InputImage,
+    decode_image,
+    digest,
+    model_picker,
+    page_errors,
+    page_header,
+    task_picker,
+)
+from dashboard.explain_ui import explanation_grid, settings_panel
+from medmodels.errors import MedModelsError
+
+page_header(
+    "Evaluate",
+    "Score models on a labelled test set: the papers' metrics, curves, calibration, and the "
+    "images each model gets wrong.",
+)
+
+task = task_picker("evaluate_task")
+entries = model_picker(task.name, "evaluate_models", label="Models", default_count=2)
+source = st.radio(
+    "Test set", list(ui.SOURCES), format_func=ui.SOURCES.__getitem__, key="evaluate_source", horizontal=True
+)
+
+sets: dict[str, ui.TestSet] = {}
+with page_errors("Reading the test set"):
+    if source == "upload":
+        archive, labels_csv = ui.upload_widgets(task)
+        if archive is None:
+            st.info("Upload a zip to evaluate, or choose a bundled set above.")
+            st.stop()
+        with st.spinner("Reading the zip (in memory)…"):
+            shared = ui.uploaded_set(task, archive, labels_csv)
+        sets = {e.name: shared for e in entries}
+    elif source == "examples":
+        shared = ui.examples_set(task)
+        sets = {e.name: shared for e in entries}
+    else:
+        for e in entries:
+            try:
+                sets[e.name] = ui.held_out_set(task, e.name)
+            except MedModelsError as err:  # shown per model; the others still run
+                st.warning(f"{e.title}: {err} The bundled example images can be used instead.")
+if not entries or not sets:
+    st.stop()
+first = next(iter(sets.values()))
+st.caption(
+    f"{first.label}: {len(first.data)} labelled images"
+    + (", one split per model" if source == "heldout" else "")
+    + "."
+)
+ui.show_skipped(first.data)
+
+results: dict[str, dict] = {}
+with page_errors("Evaluation"):
+    for e in entries:
+        if e.name not in sets:
+            continue
+        test = sets[e.name]
+        results[e.name] = compute.evaluation(task.name, e.name, test.key, e.title, test.data)
+if not results:
+    st.stop()
+
+from medmodels.evaluate import Evaluation  # noqa: E402  (torch-heavy: only once there is work)
+from medmodels.metrics import (  # noqa: E402
+    compute_metrics,
+    one_vs_rest,
+    pr_curve_data,
+    reliability_data,
+    roc_curve_data,
+)
+
+titles = {e.name: e.title for e in entries}
+binary = task.positive_index is not None
+threshold = 0.5
+if binary:
+    threshold = st.slider(
+        f"Decision threshold on P({task.positive_class})",
+        0.01,
+        0.99,
+        0.5,
+        0.01,
+        key="evaluate_threshold",
+        help="An image is called positive when its probability is at or above this value.",
+    )
+reports = {
+    titles[n]: compute_metrics(r["labels"], r["probs"], task.classes, task.positive_index, threshold)
+    for n, r in results.items()
+}
+
+st.subheader("Metrics" + (f" at threshold {threshold:.2f}" if binary else ""))
+ui.show_metric_table(ui.metric_table(reports), "evaluate_metrics")
+notes = sorted({n for r in reports.values() for n in r.notes})
+for note in notes:
+    st.caption(note)
+
+# ----------------------------------------------------------------- curves and calibration
+if binary:
+    k = task.positive_index
+    curve_label = task.positive_class
+else:
+    k = st.selectbox(
+        "One-vs-rest curves for class",
+        range(len(task.classes)),
+        format_func=task.classes.__getitem__,
+        key="evaluate_ovr_class",
+    )
+    curve_label = task.classes[k]
+roc, pr, rel, operating_roc, operating_pr = {}, {}, {}, {}, {}
+for name, r in results.items():
+    truth, scores = one_vs_rest(r["labels"], r["probs"], k)
+    roc[titles[name]] = roc_curve_data(truth, scores)
+    pr[titles[name]] = pr_curve_data(truth, scores)
+    rel[titles[name]] = (
+        reliability_data(truth, scores) if binary else reliability_data(r["labels"], r["probs"])
+    )
+    m = reports[titles[name]].metrics
+    if binary and m.get("fpr") is not None and m.get("tpr") is not None:
+        operating_roc[titles[name]] = (m["fpr"], m["tpr"])
+        if m.get("precision") is not None:
+            operating_pr[titles[name]] = (m["tpr"], m["precision"])
+c1, c2 = st.columns(2)
+c1.plotly_chart(
+    charts.curves(roc, "roc", operating_roc).update_layout(title=f"ROC curve ({curve_label})"),
+    key="evaluate_roc",
+)
+c2.plotly_chart(
+    charts.curves(pr, "pr", operating_pr).update_layout(title=f"Precision-recall ({curve_label})"),
+    key="evaluate_pr",
+)
+for label, curve in roc.items():
+    for note in curve.notes:
+        st.caption(f"{label}: {note}")
+if binary:
+    st.caption("× marks each model's operating point at the current threshold.")
+
+c1, c2 = st.columns(2)
+c1.plotly_chart(charts.reliability(rel), key="evaluate_reliability")
+with c2:
+    cm_model = st.selectbox("Confusion matrix of", list(reports), key="evaluate_cm_model")
+    report = reports[cm_model]
+    st.plotly_chart(
+        charts.confusion(
+            report.confusion_matrix,
+            charts.row_normalised(report.confusion_matrix),
+            task.classes,
+            "Confusion matrix" + (f" at threshold {threshold:.2f}" if binary else ""),
+        ),
+        key="evaluate_cm",
+    )
+
+# ----------------------------------------------------------------- per-image drill-down
+st.subheader("Per image")
+entry_by_name = {e.name: e for e in entries}
+focus = st.selectbox("Model", list(results), format_func=titles.__getitem__, key="evaluate_focus")
+r = results[focus]
+rows = Evaluation(
+    entry_by_name[focus], r["names"], r["groups"], r["labels"], r["probs"], reports[titles[focus]]
+).per_image_rows()
+table = pd.DataFrame(rows)
+st.caption(
+    "Most confident mistakes first. Click a row (or choose an image below) to see it with its explanations."
+)
+event = st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    height=300,
+    on_select="rerun",
+    selection_mode="single-row",
+    key=f"evaluate_table_{focus}",
+)
+selected = event.selection.rows[0] if event is not None and event.selection.rows else None
+choice = st.selectbox(
+    "Image",
+    range(len(rows)),
+    index=selected if selected is not None else 0,
+    format_func=lambda i: (
+        f"{rows[i]['file']} · truth {rows[i]['label']} · predicted "
+        f"{rows[i]['predicted']} ({rows[i]['confidence']:.2f})"
+    ),
+    key=f"evaluate_image_{focus}_{selected}",
+)
+all_rows = []
+for name, res in results.items():
+    ev_rows = Evaluation(
+        entry_by_name[name], res["names"], res["groups"], res["labels"], res["probs"], reports[titles[name]]
+    ).per_image_rows()
+    all_rows += [{"model": name, **row} for row in ev_rows]
+st.download_button(
+    "Download per-image results (CSV)",
+    pd.DataFrame(all_rows).to_csv(index=False),
+    file_name=f"{task.name}_per_image.csv",
+    mime="text/csv",
+    key="evaluate_csv_download",
+)
+
+with page_errors("Explaining the image"):
+    sample = next(s for s in sets[focus].data.samples if s.name == rows[choice]["file"])
+    data = sample.source if isinstance(sample.source, bytes) else sample.source.read_bytes()
+    key = digest(data)
+    item = InputImage(sample.name, key, decode_image(key, sample.name, data), rows[choice]["label"])
+    methods, settings, display = settings_panel("evaluate", default_methods=("gradcam",))
+    if methods:
+        explanation_grid(task.name, [entry_by_name[focus]], item, methods, settings, display, "evaluate")
+
+# ----------------------------------------------------------------- stored cross-validation
+cv_models = [
+    n
+    for n in results
+    if (
+        compute.trained_model(task.name, n)[1].metrics.get("cv")
+        or (compute.trained_model(task.name, n)[1].folder / "predictions.csv").is_file()
+    )
+]
+if cv_models:
+    from medmodels.metrics import mean_curve
+
+    st.subheader("Cross-validation (stored with the weights)")
+    st.caption(
+        "Per-fold curves of the training run's cross-validation, and their mean ± one standard deviation."
+    )
+    for name in cv_models:
+        with page_errors("Cross-validation curves"):
+            folds = ui.cv_fold_curves(task, name)
+            summary = ui.cv_summary(task, name)
+            st.markdown(f"**{titles[name]}**")
+            if summary is not None:
+                ui.show_metric_table(summary.T, f"evaluate_cv_table_{name}")
+            if ui.cv_note(task, name):
+                st.caption(ui.cv_note(task, name))
+            if folds["roc"]:
+                c1, c2 = st.columns(2)
+                for col, kind in ((c1, "roc"), (c2, "pr")):
+                    data_ = {f"fold {i + 1}": c for i, c in enumerate(folds[kind])}
+                    data_["mean"] = mean_curve(folds[kind])
+                    col.plotly_chart(charts.curves(data_, kind), key=f"evaluate_cv_{kind}_{name}")
+            elif summary is None:
+                st.caption("No per-fold data stored for this model.")

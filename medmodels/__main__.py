@@ -1,0 +1,6 @@
+"""Entry point: ``python -m medmodels``."""
+import sys
+
+from medmodels.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Image reading, preprocessing, labelled-set readers, shared data loaders and grouped splits."""

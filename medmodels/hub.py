@@ -1,0 +1,294 @@
+"""Weights: one resolver (local ``weights/`` folder first, then the Hugging Face Hub), one loader.
+
+A trained model is a folder laid out like a Hub model repo::
+
+    weights/<task>/<model>/model.safetensors   the weights (safetensors only; pickles refused)
+                          config.json         registry name, architecture, classes,
+                                              preprocessing, sha256 of model.safetensors
+                          metrics.json        recipe, split, timings, test metrics
+                          README.md           model card
+
+On the Hub, one repository holds every model under the same ``<task>/<model>/`` paths,
+pinned to a revision. Loading always checks the sha256 and the architecture named in
+config.json against the registry before touching the weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from medmodels.errors import WeightsError
+from medmodels.zoo.registry import ModelEntry, build_arch, count_parameters, get_entry
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+CARD_FILE = "README.md"
+HUB_CONFIG_FILE = REPO_ROOT / "hub.toml"
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    """Where weights come from. Environment variables override ``hub.toml``.
+
+    ``MEDMODELS_WEIGHTS_DIR``, ``MEDMODELS_HUB_REPO``, ``MEDMODELS_HUB_REVISION``,
+    ``MEDMODELS_HUB_CACHE`` (default: huggingface_hub's own cache).
+    """
+
+    weights_dir: Path = REPO_ROOT / "weights"
+    repo_id: str | None = None
+    revision: str = "main"
+    cache_dir: Path | None = None
+
+    @classmethod
+    def from_env(cls, config_file: Path = HUB_CONFIG_FILE) -> HubSettings:
+        cfg: dict[str, Any] = {}
+        if config_file.is_file():
+            with config_file.open("rb") as fh:
+                cfg = tomllib.load(fh).get("hub", {})
+        env = os.environ
+        weights_dir = env.get("MEDMODELS_WEIGHTS_DIR") or cfg.get("weights_dir")
+        cache_dir = env.get("MEDMODELS_HUB_CACHE") or cfg.get("cache_dir")
+        return cls(
+            weights_dir=(REPO_ROOT / weights_dir) if weights_dir else REPO_ROOT / "weights",
+            repo_id=env.get("MEDMODELS_HUB_REPO") or cfg.get("repo_id") or None,
+            revision=env.get("MEDMODELS_HUB_REVISION") or cfg.get("revision") or "main",
+            cache_dir=Path(cache_dir) if cache_dir else None,
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    folder: Path
+    source: str  # "local" or "hub:<repo>@<revision>"
+
+
+@dataclass(frozen=True)
+class TrainedCard:
+    """What a loaded model carries besides its tensors: config, metrics and card text."""
+
+    entry: ModelEntry
+    folder: Path
+    source: str
+    config: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    card: str = ""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_config(entry: ModelEntry, model: nn.Module, sha256: str, dtype: str) -> dict[str, Any]:
+    return {
+        "task": entry.task,
+        "name": entry.name,
+        "arch": entry.arch,
+        "classes": list(entry.classes),
+        "preprocess": asdict(entry.preprocess),
+        "num_parameters": count_parameters(model),
+        "format": "safetensors",
+        "dtype": dtype,
+        "sha256": sha256,
+    }
+
+
+def save_model_folder(
+    model: nn.Module,
+    entry: ModelEntry,
+    folder: Path,
+    *,
+    metrics: dict[str, Any],
+    card: str,
+    half: bool = False,
+) -> Path:
+    """Write the four files of a model folder; ``half`` stores fp16 to halve big models."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if half else torch.float32
+    state = {
+        k: (v.to(dtype) if v.is_floating_point() else v).detach().contiguous().cpu()
+        for k, v in model.state_dict().items()
+    }
+    weights = folder / WEIGHTS_FILE
+    save_file(state, str(weights), metadata={"task": entry.task, "name": entry.name, "arch": entry.arch})
+    config = model_config(entry, model, sha256_of(weights), str(dtype).removeprefix("torch."))
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    (folder / CARD_FILE).write_text(card)
+    log.info("saved %s to %s (%.1f MB)", entry.key, folder, weights.stat().st_size / 1e6)
+    return folder
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _local_folder(entry: ModelEntry, settings: HubSettings) -> Path | None:
+    folder = settings.weights_dir / entry.task / entry.name
+    return folder if (folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file() else None
+
+
+def _hub_folder(entry: ModelEntry, settings: HubSettings, local_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    def fetch(filename: str) -> Path:
+        return Path(hf_hub_download(
+            repo_id=settings.repo_id, filename=f"{entry.task}/{entry.name}/{filename}",
+            revision=settings.revision, cache_dir=settings.cache_dir, local_files_only=local_only,
+        ))
+
+    folder = fetch(CONFIG_FILE).parent
+    fetch(WEIGHTS_FILE)
+    for optional in (METRICS_FILE, CARD_FILE):
+        try:
+            fetch(optional)
+        except Exception:  # noqa: BLE001 - a model card is optional; weights are not
+            log.debug("%s: no %s on the Hub", entry.key, optional)
+    return folder
+
+
+def resolve_weights(
+    task: str, name: str, settings: HubSettings | None = None, *, allow_download: bool = True
+) -> ResolvedWeights:
+    """The folder holding ``task/name``'s weights: local first, else the Hub (pinned revision).
+
+    ``allow_download=False`` looks only in the local folder and the Hub cache, so that
+    listing available models never waits on the network.
+    """
+    entry = get_entry(task, name)
+    settings = settings or HubSettings.from_env()
+    local = _local_folder(entry, settings)
+    if local is not None:
+        return ResolvedWeights(local, "local")
+    where_local = settings.weights_dir / task / name
+    if not settings.repo_id:
+        raise WeightsError(
+            f"No trained weights for {entry.key}: nothing in {where_local} and no Hugging Face "
+            "Hub repository configured (set MEDMODELS_HUB_REPO or hub.toml)."
+        )
+    try:
+        folder = _hub_folder(entry, settings, local_only=not allow_download)
+    except Exception as err:  # noqa: BLE001 - huggingface_hub raises many types; all mean "not there"
+        raise WeightsError(
+            f"No trained weights for {entry.key}: nothing in {where_local}, and the Hub repository "
+            f"{settings.repo_id}@{settings.revision} gave {type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'not found'}."
+        ) from None
+    return ResolvedWeights(folder, f"hub:{settings.repo_id}@{settings.revision}")
+
+
+def weights_status(task: str, name: str, settings: HubSettings | None = None) -> tuple[bool, str]:
+    """(available, reason) without touching the network: for listings and the dashboard."""
+    try:
+        resolved = resolve_weights(task, name, settings, allow_download=False)
+    except WeightsError as err:
+        return False, str(err)
+    return True, resolved.source
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WeightsError(f"{path} is not valid JSON ({err}).") from None
+
+
+def load_state(folder: Path, entry: ModelEntry) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read and verify (format, sha256, architecture) the state dict of a model folder."""
+    weights = folder / WEIGHTS_FILE
+    config = _read_json(folder / CONFIG_FILE)
+    if not weights.is_file():
+        pickles = [p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt")]
+        hint = f" Found {', '.join(pickles)}: pickle files are refused." if pickles else ""
+        raise WeightsError(f"{entry.key}: {folder} has no {WEIGHTS_FILE}.{hint}")
+    if config.get("arch") != entry.arch or config.get("task") != entry.task:
+        raise WeightsError(
+            f"{entry.key}: {CONFIG_FILE} describes {config.get('task')}/{config.get('arch')}, but the "
+            f"registry expects {entry.task}/{entry.arch}; refusing to load."
+        )
+    expected = config.get("sha256")
+    actual = sha256_of(weights)
+    if expected != actual:
+        raise WeightsError(
+            f"{entry.key}: {WEIGHTS_FILE} does not match the sha256 in {CONFIG_FILE} "
+            f"(expected {str(expected)[:12]}…, got {actual[:12]}…); the file was changed or is corrupt."
+        )
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise WeightsError(
+            f"{entry.key}: {WEIGHTS_FILE} is not a valid safetensors file ({err}); "
+            "only safetensors are accepted (no pickles)."
+        ) from None
+    return state, config
+
+
+def load_trained(
+    task: str, name: str, settings: HubSettings | None = None
+) -> tuple[nn.Module, TrainedCard]:
+    """The trained model in eval mode (float32) and its card: the one way to get shipped weights."""
+    entry = get_entry(task, name)
+    resolved = resolve_weights(task, name, settings)
+    state, config = load_state(resolved.folder, entry)
+    model = build_arch(entry)
+    floats = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(floats, strict=True)
+    except RuntimeError as err:
+        raise WeightsError(
+            f"{entry.key}: the weights do not fit the registered architecture "
+            f"({str(err).splitlines()[0]})."
+        ) from None
+    model.eval()
+    card = TrainedCard(
+        entry=entry, folder=resolved.folder, source=resolved.source, config=config,
+        metrics=_read_json(resolved.folder / METRICS_FILE),
+        card=(resolved.folder / CARD_FILE).read_text() if (resolved.folder / CARD_FILE).is_file() else "",
+    )
+    return model, card
+
+
+def push_folder(folder: Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
+    """Upload one model folder to ``repo_id`` under ``<task>/<model>/``; returns the commit id.
+
+    Put the returned commit id in ``hub.toml`` (``revision``) to pin what users download.
+    """
+    from huggingface_hub import HfApi
+
+    config = _read_json(folder / CONFIG_FILE)
+    if not config or not (folder / WEIGHTS_FILE).is_file():
+        raise WeightsError(f"{folder} is not a model folder ({CONFIG_FILE} and {WEIGHTS_FILE} needed).")
+    entry = get_entry(config["task"], config["name"])
+    load_state(folder, entry)  # never publish a folder that would not load
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo_id, folder_path=str(folder), path_in_repo=f"{entry.task}/{entry.name}",
+        repo_type="model", commit_message=f"Upload {entry.key}",
+        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, CARD_FILE, "predictions.csv", "*.json"],
+    )
+    return info.oid

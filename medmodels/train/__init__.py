@@ -1,0 +1,1 @@
+"""Training: recipes, losses, the loop, distillation, cross-validation and label imputation."""

@@ -1,0 +1,169 @@
+"""The model card (README.md of a weights folder), generated from the recipe and metrics.json.
+
+Every number on the card comes from the run that made the weights; the prose comes from
+the registry entry (what the model is, which paper) and the recipe's ``notes`` (how this
+run deviates from the paper). Nothing is typed in by hand.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from medmodels.train.recipe import Recipe
+from medmodels.zoo.registry import ModelEntry
+
+SPLIT_WORDS = {
+    "malaria": "slide (the NIH file-name prefix before `_IMG`, one patient's blood smear)",
+    "wbc": "original smear image (one BCCD photograph; each original is its own group)",
+    "covid": "patient",
+    "mortality": "patient",
+}
+
+
+def format_value(value: Any, digits: int = 4) -> str:
+    """A metric for a markdown table: fixed decimals for floats, "n/a" for missing."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _split_lines(metrics: dict[str, Any]) -> list[str]:
+    split = metrics["split"]
+    task = metrics["task"]
+    lines = []
+    if split["mode"] == "grouped":
+        lines.append(f"Split by {SPLIT_WORDS.get(task, 'group')}, stratified on the group's "
+                     f"majority label, seed {split['seed']}; no group is in two parts.")
+    else:
+        lines.append("Split **by image at random** (leaky: augmented copies of one cell land in "
+                     "train and test). This run exists only to show that leak.")
+    lines.append("")
+    lines.append("| part | images | groups | " + " | ".join(metrics["data"]["class_counts"]) + " |")
+    lines.append("|---|---|---|" + "---|" * len(metrics["data"]["class_counts"]))
+    for part in ("train", "val", "test"):
+        s = split.get(part)
+        if not s:
+            continue
+        counts = " | ".join(str(s["class_counts"].get(c, 0)) for c in metrics["data"]["class_counts"])
+        lines.append(f"| {part} | {s['n_images']} | {format_value(s['n_groups'])} | {counts} |")
+    return lines
+
+
+def _metric_lines(metrics: dict[str, Any]) -> list[str]:
+    test = metrics.get("test") or {}
+    m = test.get("metrics", {})
+    keys = ["accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1",
+            "mcc", "roc_auc", "tp", "tn", "fp", "fn", "ece"]
+    rows = [f"| {k} | {format_value(m.get(k))} |" for k in keys if k in m]
+    lines = [f"Test split ({test.get('n', 0)} images):", "", "| metric | value |", "|---|---|", *rows]
+    per_class = test.get("per_class") or {}
+    if per_class and len(per_class) > 2:
+        lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        for name, row in per_class.items():
+            lines.append(f"| {name} | {format_value(row.get('precision'))} | {format_value(row.get('recall'))} | "
+                         f"{format_value(row.get('f1'))} | {row.get('support')} |")
+    if test.get("confusion_matrix"):
+        classes = test.get("classes", [])
+        lines += ["", "Confusion matrix (rows = truth, columns = prediction):", "",
+                  "| | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
+        for name, row in zip(classes, test["confusion_matrix"]):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return lines
+
+
+def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> str:
+    """Markdown model card for a weights folder."""
+    tr = metrics["training"]
+    inf = metrics.get("inference_ms", {})
+    pre = metrics["preprocess"]
+    aug = recipe.augment
+    aug_text = (f"rotation ±{aug.rotation_deg:g}°, zoom ±{aug.zoom:g}, shift ±{aug.translate:g}, "
+                f"hflip {aug.hflip}, vflip {aug.vflip}, brightness ±{aug.brightness:g}, "
+                f"per-channel colour gain ±{aug.color:g}"
+                if aug.enabled else "off")
+    lines = [
+        "---",
+        "library_name: pytorch",
+        "tags: [medical-imaging, explainability, " + entry.task + "]",
+        "---",
+        f"# {entry.title} ({entry.task}/{recipe.name})",
+        "",
+        entry.description,
+        "",
+        f"Paper: {entry.paper}",
+        "",
+        "**Intended use: research and education only. Not a medical device; not for diagnosis.**",
+        "",
+        "## Data and split",
+        "",
+        f"{metrics['data']['n_images']} labelled images from `{metrics['data']['source']}` data "
+        f"({', '.join(f'{k}: {v}' for k, v in metrics['data']['class_counts'].items())}), "
+        f"{format_value(metrics['data']['n_groups'])} groups. Fractions (train, val, test) = "
+        f"{metrics['split']['fractions']}.",
+        "",
+        *_split_lines(metrics),
+        "",
+        "The group ids of every part are listed in `metrics.json`.",
+        "",
+        "## Training recipe",
+        "",
+        f"- random initialisation (no ImageNet checkpoint can be had on the training machine)",
+        f"- input {pre['input_size']}x{pre['input_size']} ({pre['resize']}), mean {pre['mean']}, "
+        f"std {pre['std']}",
+        f"- {recipe.optimizer} lr {recipe.lr:g} ({recipe.lr_schedule}), weight decay {recipe.weight_decay:g}, "
+        f"batch {recipe.batch_size}, loss {recipe.loss}, balance {recipe.balance}, "
+        f"validation loss {recipe.val_loss}",
+        f"- augmentation: {aug_text}",
+        f"- epochs: up to {recipe.epochs} (frozen-backbone epochs: {recipe.freeze_epochs}); "
+        f"{tr['stop_reason']}; best epoch {tr['best_epoch']} by validation loss (weights of that "
+        f"epoch are shipped)",
+        f"- training time {tr['seconds']:.0f} s on {metrics['machine']['torch_threads']} CPU "
+        f"thread(s) (torch {metrics['machine']['torch']}), shared with other training jobs",
+        f"- re-make: `python -m medmodels train --recipe recipes/{recipe.task}_{recipe.name}.yaml`",
+        "",
+        "## Deviations from the paper",
+        "",
+        recipe.notes.strip() or "None recorded.",
+        "",
+        "## Results",
+        "",
+        *_metric_lines(metrics),
+        "",
+        f"CPU inference: {format_value(inf.get('ms_per_image_batch1'), 2)} ms per image at batch 1, "
+        f"{format_value(inf.get('ms_per_image_batch32'), 2)} ms per image at batch 32 "
+        f"({inf.get('threads', '?')} thread(s), measured right after training).",
+        "",
+        f"Parameters: {metrics['parameters']:,}.",
+        "",
+        "## Limits",
+        "",
+        "- Small data: the test figures above come from few groups; expect wide confidence intervals.",
+        "- Trained from random initialisation on one public data set; it has not been validated on "
+        "other microscopes, stains or sites.",
+        "- Probabilities are softmax outputs, not calibrated risks (see `ece`).",
+    ]
+    if entry.notes:
+        lines += ["", "## Notes", "", entry.notes]
+    return "\n".join(lines) + "\n"
+
+
+def untrained_card(entry: ModelEntry, reason: str, recipe_file: str) -> str:
+    """Card of a registered model for which no weights are shipped, saying why.
+
+    The first paragraph is the reason (the reproduction report quotes it).
+    """
+    return "\n".join([
+        f"# {entry.title} ({entry.task}/{entry.name}): no trained weights shipped",
+        "",
+        reason.strip(),
+        "",
+        entry.description,
+        "",
+        f"Paper: {entry.paper}",
+        "",
+        f"To train it yourself: `python -m medmodels train --recipe {recipe_file}` "
+        "(or with `--max-minutes` raised on a faster machine).",
+        "",
+        "Intended use: research and education only; not for diagnosis.",
+    ]) + "\n"

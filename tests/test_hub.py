@@ -1,0 +1,156 @@
+"""Weights round trip: save, resolve locally, resolve through a real (offline) Hub cache, refuse tampering.
+
+huggingface_hub is not mocked: the test lays out a Hub cache folder the way the library
+itself does (models--org--name/refs + snapshots/<commit>/...) and lets hf_hub_download,
+running with HF_HUB_OFFLINE=1, resolve files from it.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmodels.errors import WeightsError
+from medmodels.hub import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    HubSettings,
+    load_trained,
+    resolve_weights,
+    save_model_folder,
+    weights_status,
+)
+from medmodels.zoo.registry import create_model, get_entry
+
+TASK, NAME = "malaria", "shallow_cnn2"
+REPO = "medmodels-test/weights"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture()
+def trained_folder(tmp_path: Path) -> Path:
+    torch.manual_seed(1)
+    model = create_model(TASK, NAME)
+    folder = tmp_path / "weights" / TASK / NAME
+    save_model_folder(model, get_entry(TASK, NAME), folder, metrics={"test": {"accuracy": 0.5}},
+                      card="# card\n")
+    return folder
+
+
+def _settings(tmp_path: Path, **kw) -> HubSettings:
+    return HubSettings(weights_dir=tmp_path / "weights", **kw)
+
+
+def build_hub_cache(cache: Path, folder: Path, revision: str = "main") -> None:
+    """Lay out the Hub cache structure that hf_hub_download reads in offline mode."""
+    repo_dir = cache / ("models--" + REPO.replace("/", "--"))
+    snapshot = repo_dir / "snapshots" / COMMIT / TASK / NAME
+    snapshot.mkdir(parents=True)
+    for f in folder.iterdir():
+        shutil.copy(f, snapshot / f.name)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / revision).write_text(COMMIT)
+
+
+def test_local_round_trip(tmp_path: Path, trained_folder: Path) -> None:
+    model, card = load_trained(TASK, NAME, _settings(tmp_path))
+    assert card.source == "local" and card.metrics["test"]["accuracy"] == 0.5
+    assert not model.training
+    config = json.loads((trained_folder / CONFIG_FILE).read_text())
+    assert config["arch"] == "shallow_cnn2" and config["classes"] == ["Parasitized", "Uninfected"]
+    assert config["preprocess"]["input_size"] == 64
+
+
+def test_fp16_folder_loads_as_float32(tmp_path: Path) -> None:
+    model = create_model(TASK, NAME)
+    save_model_folder(model, get_entry(TASK, NAME), tmp_path / "weights" / TASK / NAME,
+                      metrics={}, card="", half=True)
+    loaded, card = load_trained(TASK, NAME, _settings(tmp_path))
+    assert card.config["dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+
+
+def test_offline_hub_cache_resolves(tmp_path: Path, trained_folder: Path) -> None:
+    cache = tmp_path / "hub-cache"
+    build_hub_cache(cache, trained_folder)
+    shutil.rmtree(tmp_path / "weights")  # nothing local: must come from the Hub cache
+    settings = _settings(tmp_path, repo_id=REPO, revision="main", cache_dir=cache)
+    resolved = resolve_weights(TASK, NAME, settings)
+    assert resolved.source == f"hub:{REPO}@main"
+    assert COMMIT in str(resolved.folder)
+    model, card = load_trained(TASK, NAME, settings)
+    assert card.card == "# card\n"
+    assert weights_status(TASK, NAME, settings) == (True, f"hub:{REPO}@main")
+    # A pinned commit resolves too; an unknown revision does not.
+    pinned = _settings(tmp_path, repo_id=REPO, revision=COMMIT, cache_dir=cache)
+    assert resolve_weights(TASK, NAME, pinned).folder == resolved.folder
+    other = _settings(tmp_path, repo_id=REPO, revision="v9", cache_dir=cache)
+    with pytest.raises(WeightsError, match=r"nothing in .*and the Hub repository medmodels-test/weights@v9"):
+        resolve_weights(TASK, NAME, other)
+
+
+def test_missing_everywhere_names_both_places(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="no Hugging Face Hub repository configured"):
+        resolve_weights(TASK, NAME, _settings(tmp_path))
+    settings = _settings(tmp_path, repo_id=REPO, cache_dir=tmp_path / "empty-cache")
+    with pytest.raises(WeightsError) as info:
+        resolve_weights(TASK, NAME, settings)
+    assert str(tmp_path / "weights" / TASK / NAME) in str(info.value) and REPO in str(info.value)
+
+
+def test_tampered_weights_are_refused(tmp_path: Path, trained_folder: Path) -> None:
+    weights = trained_folder / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="does not match the sha256"):
+        load_trained(TASK, NAME, _settings(tmp_path))
+
+
+def test_pickle_is_refused(tmp_path: Path, trained_folder: Path) -> None:
+    weights = trained_folder / WEIGHTS_FILE
+    payload = pickle.dumps({"weight": [1, 2, 3]})
+    weights.write_bytes(payload)
+    config = json.loads((trained_folder / CONFIG_FILE).read_text())
+    import hashlib
+
+    config["sha256"] = hashlib.sha256(payload).hexdigest()  # even with a matching hash
+    (trained_folder / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="not a valid safetensors file"):
+        load_trained(TASK, NAME, _settings(tmp_path))
+
+
+def test_only_a_pickle_present_is_named(tmp_path: Path, trained_folder: Path) -> None:
+    (trained_folder / WEIGHTS_FILE).rename(trained_folder / "pytorch_model.bin")
+    settings = _settings(tmp_path)
+    from medmodels.hub import load_state
+
+    with pytest.raises(WeightsError, match="pickle files are refused"):
+        load_state(trained_folder, get_entry(TASK, NAME))
+    with pytest.raises(WeightsError, match="No trained weights"):
+        load_trained(TASK, NAME, settings)
+
+
+def test_config_naming_another_architecture_is_refused(tmp_path: Path, trained_folder: Path) -> None:
+    config = json.loads((trained_folder / CONFIG_FILE).read_text())
+    config["arch"] = "shallow_cnn3"
+    (trained_folder / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="registry expects malaria/shallow_cnn2"):
+        load_trained(TASK, NAME, _settings(tmp_path))
+
+
+def test_settings_from_env_and_file(tmp_path: Path, monkeypatch) -> None:
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text('[hub]\nrepo_id = "org/from-file"\nrevision = "abc"\n')
+    monkeypatch.delenv("MEDMODELS_HUB_REPO", raising=False)
+    monkeypatch.delenv("MEDMODELS_HUB_REVISION", raising=False)
+    s = HubSettings.from_env(cfg)
+    assert (s.repo_id, s.revision) == ("org/from-file", "abc")
+    monkeypatch.setenv("MEDMODELS_HUB_REPO", "org/from-env")
+    monkeypatch.setenv("MEDMODELS_HUB_REVISION", "def")
+    s = HubSettings.from_env(cfg)
+    assert (s.repo_id, s.revision) == ("org/from-env", "def")

@@ -1,0 +1,142 @@
+"""The X-ray runner: grouped folds, imputation kept out of test folds, CV layout, report sections."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medmodels.data.shared import shared_data_root
+from medmodels.train.recipe import RecipeError
+from medmodels.train.xray import (
+    cumulative_rates,
+    imputed_training_labels,
+    is_xray_recipe,
+    load_xray_recipe,
+    run_xray,
+    synthetic_xray_pool,
+    xray_folds,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_MORTALITY = REPO / "recipes" / "tiny_mortality_imputed.yaml"
+
+
+@pytest.fixture(scope="module")
+def mortality_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    recipe, opts = load_xray_recipe(TINY_MORTALITY)
+    return run_xray(recipe, opts, tmp_path_factory.mktemp("weights") / "mortality" / "resnet18_imputed")
+
+
+def test_cumulative_rates_by_hand() -> None:
+    # rows = truth (survived, died), columns = prediction; positive class "died" = index 1
+    rates = cumulative_rates([[30, 5], [2, 8]], positive_index=1)
+    assert (rates["tp"], rates["tn"], rates["fp"], rates["fn"]) == (8, 30, 5, 2)
+    assert rates["tpr"] == pytest.approx(0.8)
+    assert rates["tnr"] == pytest.approx(30 / 35)
+    assert rates["fpr"] == pytest.approx(5 / 35)
+    assert rates["fnr"] == pytest.approx(0.2)
+
+
+def test_folds_are_patient_disjoint_and_skip_unlabelled() -> None:
+    recipe, _ = load_xray_recipe(TINY_MORTALITY)
+    pool = synthetic_xray_pool("mortality", 60, 0)
+    folds = xray_folds(recipe, pool)
+    tests = np.concatenate([f["test"] for f in folds])
+    labelled = [i for i, s in enumerate(pool.samples) if s.label is not None]
+    assert sorted(tests.tolist()) == labelled  # every labelled image is tested exactly once
+    for f in folds:
+        groups = {p: {pool.samples[i].group for i in f[p]} for p in ("train", "val", "test")}
+        assert not groups["train"] & groups["test"]
+        assert not groups["val"] & groups["test"]
+
+
+def test_imputation_never_reaches_the_test_fold() -> None:
+    recipe, _ = load_xray_recipe(TINY_MORTALITY)
+    pool = synthetic_xray_pool("mortality", 60, 0)
+    split = xray_folds(recipe, pool)[0]
+    train, labels, report = imputed_training_labels(pool, split, seed=0)
+    test_groups = {pool.samples[i].group for i in split["test"]}
+    assert not {pool.samples[i].group for i in train} & test_groups
+    n_real = report["n_real"]
+    assert labels[:n_real].tolist() == [pool.samples[i].label for i in split["train"]]
+    assert all(pool.samples[i].label is None for i in train[n_real:])
+    assert report["n_imputed"] == len(train) - n_real > 0
+
+
+def test_cv_layout_and_predictions(mortality_run: Path) -> None:
+    metrics = json.loads((mortality_run / "metrics.json").read_text())
+    for key in ("recipe", "split", "training", "test", "inference_ms", "cv"):
+        assert key in metrics
+    cv = metrics["cv"]
+    assert len(cv["folds"]) == 3 and cv["n_folds"] == 3
+    for key in ("mean", "std", "cumulative_confusion_matrix", "roc_mean", "pr_mean", "cumulative_rates"):
+        assert key in cv
+    for curve in ("roc_mean", "pr_mean"):
+        assert {"x", "y", "y_std", "auc", "auc_std"} <= set(cv[curve])
+    cm = np.asarray(cv["cumulative_confusion_matrix"])
+    assert cm.sum() == sum(f["test"]["n"] for f in cv["folds"])
+    with (mortality_run / "predictions.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["file", "patient", "label", "score_survived", "score_died", "fold"]
+    pool = synthetic_xray_pool("mortality", 80, 0)
+    unlabelled = {s.name for s in pool.samples if s.label is None}
+    assert not unlabelled & {r["file"] for r in rows}  # test folds hold real labels only
+    assert len(rows) == cm.sum()
+
+
+def test_report_sections(mortality_run: Path) -> None:
+    from medmodels.report_xray import xray_report_sections
+
+    kd, mortality = xray_report_sections(mortality_run.parents[1])
+    assert "No COVID-19 model" in kd
+    assert "resnet18_imputed" in mortality and "paper" in mortality
+
+
+def test_recipe_options_are_checked(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_MORTALITY.read_text() + "xray_typo: 1\n")
+    with pytest.raises(RecipeError):
+        load_xray_recipe(bad)
+    bad.write_text(TINY_MORTALITY.read_text().replace("xray: {", "xray: {folds_typo: 1, "))
+    with pytest.raises(RecipeError, match="folds_typo"):
+        load_xray_recipe(bad)
+    assert is_xray_recipe(TINY_MORTALITY)
+    assert not is_xray_recipe(REPO / "recipes" / "tiny_synthetic.yaml")
+
+
+def test_shipped_xray_recipes_load() -> None:
+    for path in sorted((REPO / "recipes").glob("covid_*.yaml")) + sorted((REPO / "recipes").glob("mortality_*.yaml")):
+        recipe, opts = load_xray_recipe(path)
+        assert path.name == f"{recipe.task}_{recipe.name}.yaml"
+        assert recipe.split.cv_folds == 5
+
+
+@pytest.mark.skipif(shared_data_root() is None, reason="../shared/data is not available")
+def test_real_covid_folds_keep_patients_and_actualmed_apart() -> None:
+    from medmodels.data.shared import covid_samples
+
+    recipe, _ = load_xray_recipe(REPO / "recipes" / "covid_mobilenet_v2.yaml")
+    from medmodels.train.xray import xray_pool
+
+    pool = xray_pool(recipe)
+    external = covid_samples(external=True)
+    assert not {s.group for s in pool.samples} & {s.group for s in external.samples}
+    assert len(external) == 44
+    for f in xray_folds(recipe, pool):
+        groups = {p: {pool.samples[i].group for i in f[p]} for p in ("train", "val", "test")}
+        assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+
+
+def test_view_shortcut_counts_only_labelled_images() -> None:
+    from medmodels.train.xray import view_shortcut
+
+    pool = synthetic_xray_pool("mortality", 40, 0)
+    result = view_shortcut(pool)
+    labelled = [s for s in pool.samples if s.label is not None]
+    assert sum(v["images"] for v in result["per_view"].values()) == len(labelled)
+    assert result["roc_auc"] == pytest.approx(0.5)  # no view recorded: the view says nothing
