@@ -18,7 +18,8 @@ from medmodels.errors import MedModelsError
 log = logging.getLogger("medmodels")
 
 # Commands contributed by sub-packages: module exposing add_parser(subparsers) and run(args).
-PLUGIN_COMMANDS = ("medmodels.train.cli", "medmodels.explain.cli", "medmodels.report")
+PLUGIN_COMMANDS = ("medmodels.train.cli", "medmodels.explain.cli", "medmodels.report",
+                   "medmodels.data.crop_cli")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -247,6 +247,30 @@ def load_state(folder: Path, entry: ModelEntry) -> tuple[dict[str, torch.Tensor]
     return state, config
 
 
+def store_half(folder: Path) -> Path:
+    """Re-store a trained folder's weights in fp16 and record it in config and metrics.json.
+
+    For a run trained before its recipe asked for fp16 storage (``half``): the recorded recipe
+    is marked ``half`` so that it equals the recipe file again, and ``storage`` says the
+    conversion came after training (re-check the metrics with ``evaluate --data heldout``).
+    """
+    config = _read_json(folder / CONFIG_FILE)
+    entry = get_entry(config["task"], config["name"])
+    state, config = load_state(folder, entry)
+    weights = folder / WEIGHTS_FILE
+    halved = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    save_file(halved, str(weights), metadata={"task": entry.task, "name": entry.name, "arch": entry.arch})
+    config.update(dtype="float16", sha256=sha256_of(weights))
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    metrics = _read_json(folder / METRICS_FILE)
+    if metrics:
+        metrics.setdefault("recipe", {})["half"] = True
+        metrics["storage"] = {"dtype": "float16", "converted_after_training": True}
+        (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    log.info("stored %s in fp16 (%.1f MB)", entry.key, weights.stat().st_size / 1e6)
+    return folder
+
+
 def load_trained(
     task: str, name: str, settings: HubSettings | None = None
 ) -> tuple[nn.Module, TrainedCard]:

@@ -346,12 +346,12 @@ def wbc_section(runs: dict[str, dict[str, Any]], not_shipped: dict[str, str]) ->
         "",
         "Paper: the Kaggle set (12,500 augmented images of about 410 originals), 70/20/10 split at "
         "random **by image**, 992 test images; the baselines used frozen ImageNet features. Ours: "
-        "the 348 single-label BCCD originals in `../shared/data/wbc_originals`, 70/20/10 "
-        "(train/val/test) **by original image**, stratified, seed 42, every model trained from "
-        "random initialisation at 100x100 on one CPU thread. Each image is a whole 640x480 smear "
-        "photograph squashed to 100x100 (the labelled white cell spans a median 31x38 pixels of it); "
-        "with about 240 training originals and a few CPU-minutes per model, the from-scratch models "
-        "here are far from converged (see best epoch and stop reason) and near chance is expected.",
+        "the single-label BCCD originals in `../shared/data/wbc_originals` that have exactly one "
+        "annotated WBC box, each cropped to a square around that box (1.3 times its longer side), "
+        "70/20/10 (train/val/test) **by original image**, stratified, seed 42, every model trained "
+        "from random initialisation at 100x100 on one CPU thread. The crops are a deviation: the "
+        "paper's images are whole smears, where the labelled cell spans a median 31x38 of 100x100 "
+        "pixels, and from-scratch models trained on whole smears here stayed at chance.",
         "",
     ]
     leak = runs.get(WBC_LEAK_RUN)
@@ -361,10 +361,10 @@ def wbc_section(runs: dict[str, dict[str, Any]], not_shipped: dict[str, str]) ->
             "### The leak: grouped vs random split, same CNN",
             "",
             *_table(["split", "data", "test images", "accuracy", "macro F1"], [
-                ["by original image (honest)", f"{grouped['data']['n_images']} originals",
+                ["by original image (honest)", f"{grouped['data']['n_images']} cells",
                  _int(grouped["test"]["n"]), _pct(grouped["test"]["metrics"]["accuracy"]),
                  _f(grouped["test"]["metrics"].get("f1"), 3)],
-                ["random by image (leaky, as the paper)", f"{leak['data']['n_images']} augmented images",
+                ["random by image (leaky, as the paper)", f"{leak['data']['n_images']} augmented copies",
                  _int(leak["test"]["n"]), _pct(leak["test"]["metrics"]["accuracy"]),
                  _f(leak["test"]["metrics"].get("f1"), 3)],
             ]),

@@ -150,3 +150,25 @@ def test_errors_are_one_line_without_traceback(env, tmp_path) -> None:
         assert "Traceback" not in proc.stderr
         lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_crop_cells_writes_one_crop_per_box_and_lists_what_it_skipped(tmp_path, capsys) -> None:
+    images, notes = tmp_path / "images", tmp_path / "xml"
+    images.mkdir()
+    notes.mkdir()
+    smear = Image.new("RGB", (640, 480), (220, 200, 200))
+    smear.paste((90, 40, 160), (300, 200, 400, 280))
+    smear.save(images / "smear1.jpg")
+    smear.save(images / "smear2.jpg")  # no annotation: skipped, not an error
+    (images / "notes.txt").write_text("not an image")
+    (notes / "smear1.xml").write_text(
+        "<annotation><object><name>WBC</name><bndbox><xmin>300</xmin><ymin>200</ymin>"
+        "<xmax>400</xmax><ymax>280</ymax></bndbox></object></annotation>")
+    code, out, _ = _run(capsys, "crop-cells", str(images), "--annotations", str(notes),
+                        "--out", str(tmp_path / "crops"))
+    assert code == 0 and "1 crops written" in out and "1 images skipped" in out
+    (crop,) = (tmp_path / "crops").iterdir()
+    assert crop.name == "smear1_wbc0.png" and Image.open(crop).size == (130, 130)
+    code, out, err = _run(capsys, "crop-cells", str(tmp_path / "empty"), "--annotations", str(notes),
+                          "--out", str(tmp_path / "c2"))
+    assert code == 2 and "no image files found" in err

@@ -154,3 +154,22 @@ def test_settings_from_env_and_file(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("MEDMODELS_HUB_REVISION", "def")
     s = HubSettings.from_env(cfg)
     assert (s.repo_id, s.revision) == ("org/from-env", "def")
+
+
+def test_store_half_halves_the_file_and_keeps_the_folder_loadable(tmp_path) -> None:
+    from medmodels.hub import HubSettings, load_trained, save_model_folder, store_half
+
+    entry = get_entry("malaria", "shallow_cnn1")
+    model = create_model("malaria", "shallow_cnn1").eval()
+    folder = tmp_path / "malaria" / "shallow_cnn1"
+    save_model_folder(model, entry, folder, metrics={"recipe": {"half": False}}, card="# card\n")
+    before = (folder / "model.safetensors").stat().st_size
+    store_half(folder)
+    assert (folder / "model.safetensors").stat().st_size < 0.55 * before
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert config["dtype"] == "float16" and metrics["recipe"]["half"] is True
+    assert metrics["storage"] == {"dtype": "float16", "converted_after_training": True}
+    loaded, _ = load_trained("malaria", "shallow_cnn1", HubSettings(weights_dir=tmp_path))
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(loaded(x), model(x), atol=1e-2)

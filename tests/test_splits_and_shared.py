@@ -62,10 +62,29 @@ def test_malaria_pool_matches_source_counts() -> None:
 
 
 @needs_data
-def test_wbc_pool_is_the_single_label_originals() -> None:
+def test_wbc_pool_is_one_crop_per_single_label_original() -> None:
+    from medmodels.data.shared import wbc_smear_samples
+
+    assert len(wbc_smear_samples()) == 348  # 351 single-label originals minus 3 basophils
     data = shared_samples("wbc")
-    assert len(data) == 348 and len(set(data.groups)) == 348  # 351 minus 3 basophils
+    # SOURCE.md: 00096 and 00280 have no annotation; 6 files have no WBC box; 00113 has two.
+    assert len(data) == 339 and len(set(data.groups)) == 339
+    assert len(data.skipped) == 9 and all("WBC box" in s.reason for s in data.skipped)
+    assert all(isinstance(s.source, bytes) for s in data.samples)
     assert len(wbc_augmented_samples()) == 2071
+
+
+@needs_data
+def test_wbc_cell_copies_keep_each_cells_copies_in_one_group() -> None:
+    from medmodels.data.shared import wbc_cell_copies
+
+    copies = wbc_cell_copies(copies=2)
+    assert len(copies) == 2 * 339 and len(set(copies.groups)) == 339
+    by_group = {}
+    for s in copies.samples:
+        by_group.setdefault(s.group, set()).add(s.label)
+    assert all(len(labels) == 1 for labels in by_group.values())
+    assert copies.samples[0].source != copies.samples[1].source  # two different augmentations
 
 
 @needs_data

@@ -236,6 +236,20 @@ def test_every_balance_mode_and_loss_trains(tmp_path, balance, loss):
     assert metrics["recipe"]["balance"] == balance and metrics["recipe"]["loss"] == loss
 
 
+def test_half_storage_and_withdrawn_weights_keep_the_folder_honest(tmp_path):
+    from medmodels.train.run import halve_trained_folder, withdraw_weights
+
+    out = run_recipe(_recipe(max_images=16, batch_size=4), tmp_path / "m")
+    metrics = halve_trained_folder(out)
+    assert metrics["recipe"]["half"] is True and metrics["storage"]["fp32_test_metrics"]
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
+    assert "computed in float32" in (out / "README.md").read_text()
+    assert reevaluate(out)["metrics"] == pytest.approx(metrics["test"]["metrics"], nan_ok=True)
+    withdraw_weights(out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "metrics.json"]
+    assert "## Weights not shipped" in (out / "README.md").read_text()
+
+
 def test_comparison_run_writes_metrics_only(tmp_path):
     out = run_recipe(_recipe(save_weights=False), tmp_path / "cmp")
     assert (out / "metrics.json").is_file() and not (out / "model.safetensors").exists()
@@ -305,3 +319,16 @@ def test_every_shipped_cell_model_has_its_recipe_and_split():
             assert metrics["split"]["mode"] == "grouped"
             assert metrics["split"]["test_groups"], metrics_file
             assert set(metrics["split"]["train_groups"]).isdisjoint(metrics["split"]["test_groups"])
+
+
+def test_a_half_recipe_is_measured_with_the_weights_it_stores() -> None:
+    from medmodels.train.run import round_to_half
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
+    with torch.no_grad():
+        model[0].weight.add_(1e-4 * torch.randn_like(model[0].weight))
+    round_to_half(model)
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            assert tensor.dtype == torch.float32
+            assert torch.equal(tensor, tensor.half().float())

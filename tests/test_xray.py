@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,20 @@ def test_view_shortcut_counts_only_labelled_images() -> None:
     labelled = [s for s in pool.samples if s.label is not None]
     assert sum(v["images"] for v in result["per_view"].values()) == len(labelled)
     assert result["roc_auc"] == pytest.approx(0.5)  # no view recorded: the view says nothing
+
+
+def test_refreshed_card_says_when_the_weights_file_is_absent(tmp_path: Path) -> None:
+    """A card regenerated from metrics.json keeps stating that no weights are shipped."""
+    from medmodels.train.xray import refresh_cards
+
+    src = Path(__file__).resolve().parents[1] / "weights" / "mortality" / "resnet18_imputed"
+    folder = tmp_path / "mortality" / "resnet18_imputed"
+    folder.mkdir(parents=True)
+    shutil.copy(src / "metrics.json", folder / "metrics.json")
+    assert refresh_cards(tmp_path) == [folder]
+    card = (folder / "README.md").read_text()
+    assert "## Weights not shipped" in card
+    assert "recipes/mortality_resnet18_imputed.yaml" in card
+    (folder / "model.safetensors").write_bytes(b"")  # a folder with weights gets no such section
+    refresh_cards(tmp_path)
+    assert "Weights not shipped" not in (folder / "README.md").read_text()

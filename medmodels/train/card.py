@@ -6,6 +6,7 @@ run deviates from the paper). Nothing is typed in by hand.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from medmodels.train.recipe import Recipe
@@ -72,6 +73,18 @@ def _metric_lines(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _storage_lines(recipe: Recipe, metrics: dict[str, Any]) -> list[str]:
+    if not recipe.half:
+        return []
+    line = ("- weights stored as fp16 safetensors and computed in float32; the results below are "
+            "those of the stored weights")
+    fp32 = (metrics.get("storage") or {}).get("fp32_test_metrics")
+    if fp32:
+        line += (f" (converted after training; before conversion the test accuracy was "
+                 f"{format_value(fp32.get('accuracy'))})")
+    return [line]
+
+
 def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> str:
     """Markdown model card for a weights folder."""
     tr = metrics["training"]
@@ -121,6 +134,7 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
         f"- training time {tr['seconds']:.0f} s on {metrics['machine']['torch_threads']} CPU "
         f"thread(s) (torch {metrics['machine']['torch']}), shared with other training jobs",
         f"- re-make: `python -m medmodels train --recipe recipes/{recipe.task}_{recipe.name}.yaml`",
+        *_storage_lines(recipe, metrics),
         "",
         "## Deviations from the paper",
         "",
@@ -146,6 +160,26 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
     if entry.notes:
         lines += ["", "## Notes", "", entry.notes]
     return "\n".join(lines) + "\n"
+
+
+def with_weights_status(card: str, folder: Path, recipe_file: str) -> str:
+    """``card`` plus a "Weights not shipped" section when ``folder`` holds no weights file.
+
+    A run whose weights were left out of the repository (it scored near chance and would only
+    add megabytes) keeps its metrics, split and predictions; its card must say why the
+    dashboard cannot load it and how to re-make it.
+    """
+    if (folder / "model.safetensors").is_file() or "## Weights not shipped" in card:
+        return card
+    return card.rstrip("\n") + "\n\n" + "\n".join([
+        "## Weights not shipped",
+        "",
+        "The weights file of this run is not in the repository: it scored at or near chance",
+        "(see the results above and metrics.json) after the few epochs this CPU allowed, and",
+        "the repository keeps its size for models worth loading. The run's metrics.json (split,",
+        "training history, test metrics) is kept. Re-make the weights with",
+        f"`python -m medmodels train --recipe {recipe_file}`.",
+    ]) + "\n"
 
 
 def untrained_card(entry: ModelEntry, reason: str, recipe_file: str) -> str:

@@ -70,8 +70,9 @@ class Recipe:
     ``name`` is the weights folder (normally the registry model name, e.g.
     ``shallow_cnn3_noaug``); ``model`` is the registry name whose architecture and
     preprocessing are used. ``data`` selects the sample set: ``"shared"`` (the task's
-    ``../shared/data`` set with group ids), ``"wbc_augmented"`` (the leaky augmented WBC
-    images) or ``"synthetic"`` (generated images, for the CI recipe only).
+    ``../shared/data`` set with group ids), ``"wbc_cell_copies"`` (augmented copies of the WBC
+    crops, grouped by original: the leak demonstration), ``"wbc_augmented"`` (the Kaggle-style
+    augmented whole smears, no groups) or ``"synthetic"`` (generated images, for CI only).
     """
 
     name: str
@@ -101,7 +102,7 @@ class Recipe:
     max_minutes: float = 0.0  # 0 = no wall-clock budget
     distill: DistillConfig | None = None
     labels: Literal["original", "imputed"] = "original"
-    data: Literal["shared", "wbc_augmented", "synthetic"] = "shared"
+    data: Literal["shared", "wbc_augmented", "wbc_cell_copies", "synthetic"] = "shared"
     input_size: int = 0  # 0 = the registry's input size for ``model``
     save_weights: bool = True
     half: bool = False  # store fp16 safetensors (large models)

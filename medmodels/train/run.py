@@ -31,7 +31,7 @@ from torch import nn
 
 from medmodels.data.images import load_image
 from medmodels.data.samples import LabelledSet, Sample
-from medmodels.data.shared import shared_samples, wbc_augmented_samples
+from medmodels.data.shared import shared_samples, wbc_augmented_samples, wbc_cell_copies
 from medmodels.data.splits import grouped_split
 from medmodels.data.transforms import to_uint8_tensor
 from medmodels.hub import save_model_folder
@@ -94,6 +94,8 @@ def recipe_samples(recipe: Recipe) -> LabelledSet:
     """The labelled pool a recipe trains and tests on (labels None are dropped)."""
     if recipe.data == "synthetic":
         pool = synthetic_samples(recipe.task, recipe.max_images or 32, recipe.seed)
+    elif recipe.data == "wbc_cell_copies":
+        pool = wbc_cell_copies()
     elif recipe.data == "wbc_augmented":
         pool = wbc_augmented_samples()
         pool = LabelledSet([s for s in pool.samples if s.meta.get("split") in ("train", "test")],
@@ -420,6 +422,8 @@ def train_prepared(recipe: Recipe, prep: Prepared, progress: IO[str] | None = No
     result: FitResult = fit(model, prep.data["train"], prep.data["val"], pre,
                             fit_config(recipe, entry), train_fn, val_fn, progress)
     model.eval()
+    if recipe.half:
+        round_to_half(model)
     grouped = recipe.split.mode == "grouped"
     metrics: dict[str, Any] = {
         "task": recipe.task,
@@ -501,6 +505,60 @@ def reevaluate(folder: Path | str) -> dict[str, Any]:
     images = decode_all(test, entry.preprocess)
     data = TensorData(images, torch.as_tensor(test.labels, dtype=torch.long))
     return split_metrics(model, data, entry.preprocess, entry) or {}
+
+
+def round_to_half(model: nn.Module) -> nn.Module:
+    """Round every float tensor through fp16, so metrics describe the model as it is stored."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.half().float())
+    return model
+
+
+def halve_trained_folder(folder: Path | str) -> dict[str, Any]:
+    """Store a folder trained without ``half`` in fp16 and re-score it as stored.
+
+    The test metrics, per-slide table and card are recomputed from the fp16 weights (a few
+    borderline predictions can flip); the float32 test metrics stay under ``storage``.
+    """
+    from medmodels.hub import store_half
+    from medmodels.train.recipe import recipe_from_dict
+
+    folder = Path(folder)
+    path = folder / "metrics.json"
+    fp32_test = json.loads(path.read_text(encoding="utf-8")).get("test")
+    store_half(folder)
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    metrics["test"] = reevaluate(folder)
+    metrics["storage"]["fp32_test_metrics"] = (fp32_test or {}).get("metrics")
+    path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if metrics["split"]["mode"] == "grouped":
+        backfill_per_group(folder)
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    recipe = recipe_from_dict(metrics["recipe"])
+    (folder / "README.md").write_text(model_card(recipe, model_entry(recipe), metrics))
+    return metrics
+
+
+def withdraw_weights(folder: Path | str) -> Path:
+    """Remove a run's weights file but keep its metrics, split and card (which then says so).
+
+    For runs that scored at chance: shipping them would cost repository megabytes and offer
+    users a model that says nothing. The card names the recipe that re-makes them.
+    """
+    from medmodels.train.card import with_weights_status
+    from medmodels.train.recipe import recipe_from_dict
+
+    folder = Path(folder)
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    recipe = recipe_from_dict(metrics["recipe"])
+    for name in ("model.safetensors", "config.json"):
+        (folder / name).unlink(missing_ok=True)
+    card = with_weights_status(model_card(recipe, model_entry(recipe), metrics), folder,
+                               f"recipes/{recipe.task}_{recipe.name}.yaml")
+    (folder / "README.md").write_text(card, encoding="utf-8")
+    return folder
 
 
 def group_ids(metrics: dict[str, Any], part: str) -> Sequence[str]:

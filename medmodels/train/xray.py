@@ -826,6 +826,7 @@ def _json(obj: Any) -> Any:
 def refresh_cards(weights_dir: Path | None = None) -> list[Path]:
     """Re-write the README.md of every X-ray weights folder from its metrics.json (after audits)."""
     from medmodels.report_xray import xray_card
+    from medmodels.train.card import with_weights_status
     from medmodels.train.recipe import recipe_from_dict
     from medmodels.zoo.registry import get_entry
 
@@ -844,7 +845,9 @@ def refresh_cards(weights_dir: Path | None = None) -> list[Path]:
                 path.write_text(json.dumps(m, indent=2) + "\n")
             recipe = recipe_from_dict(m["recipe"])
             entry = model_entry(recipe) if recipe.data != "synthetic" else get_entry(task, m["model"])
-            (path.parent / "README.md").write_text(xray_card(recipe, entry, m))
+            card = with_weights_status(xray_card(recipe, entry, m), path.parent,
+                                       f"recipes/{task}_{recipe.name}.yaml")
+            (path.parent / "README.md").write_text(card)
             done.append(path.parent)
     return done
 
