@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from medmodels.data.transforms import normalize
 from medmodels.train.augment import augment_batch
+from medmodels.train.batchnorm import recalibrate_batchnorm
 from medmodels.train.losses import sample_weights_for_balance
 from medmodels.train.recipe import AugmentConfig
 from medmodels.zoo.registry import Preprocess
@@ -71,6 +72,9 @@ class FitConfig:
     max_minutes: float = 0.0
     seed: int = 0
     head_prefixes: tuple[str, ...] = DEFAULT_HEAD_PREFIXES
+    # > 0: before each validation, re-estimate batch-norm statistics on this many training
+    # images with dropout off (see medmodels.train.batchnorm; QuadSNet needs it)
+    recalibrate_bn: int = 0
 
 
 @dataclass
@@ -129,6 +133,15 @@ def _head_names(model: nn.Module, prefixes: Sequence[str]) -> set[str]:
             f"freeze_epochs > 0 but no parameter name starts with any of {tuple(prefixes)}"
         )
     return names
+
+
+def _calibration_images(train: TensorData, cfg: FitConfig) -> torch.Tensor | None:
+    """The fixed training subset for batch-norm recalibration (None when it is off)."""
+    if cfg.recalibrate_bn <= 0:
+        return None
+    gen = np.random.default_rng(cfg.seed + 1)  # its own stream: the epoch order is unchanged
+    n = min(cfg.recalibrate_bn, len(train))
+    return train.images[np.sort(gen.choice(len(train), size=n, replace=False))]
 
 
 def _optimizer(params: list[nn.Parameter], cfg: FitConfig, lr: float) -> torch.optim.Optimizer:
@@ -206,6 +219,7 @@ def fit(
     labels_np = train.labels.numpy()
     head = _head_names(model, cfg.head_prefixes) if cfg.freeze_epochs > 0 else set()
     has_val = val is not None and len(val) > 0
+    calib = _calibration_images(train, cfg)
 
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
@@ -255,6 +269,8 @@ def fit(
         bar.close()
         row = {"epoch": epoch, "train_loss": run_loss / max(seen, 1),
                "train_acc": run_correct / max(seen, 1), "frozen": float(frozen)}
+        if calib is not None:
+            recalibrate_batchnorm(model, calib, pre)
         if has_val:
             assert val is not None
             row["val_loss"], row["val_acc"] = evaluate_loss(model, val, pre, val_loss_fn)

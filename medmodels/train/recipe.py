@@ -92,6 +92,9 @@ class Recipe:
     freeze_epochs: int = 0
     freeze_lr: float | None = None
     early_stopping_patience: int = 0  # 0 = off; best checkpoint by val loss is always kept
+    # > 0: re-estimate batch-norm statistics on this many training images, dropout off,
+    # before each validation (QuadSNet: dropout after every block skews them otherwise)
+    recalibrate_bn: int = 0
     # "balanced": the validation loss weights each class equally (by its share of the
     # validation part), so that a by-group split that leaves the validation part skewed
     # does not pick the checkpoint that favours the majority class.

@@ -259,7 +259,7 @@ def fit_config(recipe: Recipe, entry: ModelEntry) -> FitConfig:
         balance="none" if recipe.balance == "class_weight" else recipe.balance,
         freeze_epochs=recipe.freeze_epochs, freeze_lr=recipe.freeze_lr,
         early_stopping_patience=recipe.early_stopping_patience, max_minutes=recipe.max_minutes,
-        seed=recipe.seed, head_prefixes=prefixes,
+        seed=recipe.seed, head_prefixes=prefixes, recalibrate_bn=recipe.recalibrate_bn,
     )
 
 
