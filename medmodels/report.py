@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TIMING_FILE = "inference_timing.json"
+NOT_SHIPPED = "No weights shipped:"  # how a card without weights opens its first paragraph
 
 # ---------------------------------------------------------------- the papers' tables (quoted)
 
@@ -243,7 +244,9 @@ def _speed_lines(runs: dict[str, dict[str, Any]], timing: dict[str, Any] | None)
     models = timing.get("models", {})
     lines = [f"Single-image CPU inference measured in one process ({timing.get('threads')} thread(s), "
              f"{timing.get('created')}), batch 1 and batch 32, ms per image:", ""]
-    rows = [[n, _ms(v.get("ms_per_image_batch1")), _ms(v.get("ms_per_image_batch32"))]
+    untrained = set(timing.get("architecture_only", []))
+    rows = [[n + (" (architecture only: no weights shipped)" if n in untrained else ""),
+             _ms(v.get("ms_per_image_batch1")), _ms(v.get("ms_per_image_batch32"))]
             for n, v in models.items()]
     lines += _table(["model", "batch 1", "batch 32"], rows) + [""]
     deep = {n: models[n]["ms_per_image_batch1"] for n in ("vgg16", "resnet50") if n in models}
@@ -375,7 +378,7 @@ def wbc_section(runs: dict[str, dict[str, Any]], not_shipped: dict[str, str]) ->
     for name in WBC_ORDER:
         m = runs.get(name)
         if m is None and name in not_shipped:
-            lines += [f"### `{name}`", "", f"No weights shipped: {not_shipped[name]}", ""]
+            lines += [f"### `{name}`", "", f"{NOT_SHIPPED} {not_shipped[name]}", ""]
             continue
         lines += _wbc_model_block(name, m)
     return lines
@@ -388,7 +391,8 @@ def _not_shipped(weights_dir: Path, task: str) -> dict[str, str]:
         if (card.parent / "metrics.json").is_file():
             continue
         text = [ln for ln in card.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
-        out[card.parent.name] = text[0] if text else "see the card."
+        reason = text[0] if text else "see the card."
+        out[card.parent.name] = reason.removeprefix(NOT_SHIPPED).strip()
     return out
 
 
@@ -455,17 +459,20 @@ def write_report(weights_dir: Path | str, out_path: Path | str) -> Path:
     return out
 
 
-def time_task_models(weights_dir: Path | str, task: str, threads: int = 1) -> Path:
+def time_task_models(weights_dir: Path | str, task: str, threads: int = 1,
+                     batch_sizes: Sequence[int] = (1, 32), rounds: int = 3) -> Path:
     """Time every trained model of ``task`` in this one process; write ``<task>/inference_timing.json``.
 
-    The models are timed in turn, three rounds interleaved, and the median kept, so that a
-    background load affects them alike.
+    The models are timed in turn, ``rounds`` rounds interleaved, and the median kept, so that
+    a background load affects them alike. Registered architectures without weights here are
+    timed at random initialisation and listed under ``architecture_only``.
     """
     import numpy as np
     import torch
 
     from medmodels.hub import HubSettings, load_trained
     from medmodels.inference import time_inference
+    from medmodels.zoo.registry import create_model, list_models
 
     weights_dir = Path(weights_dir)
     torch.set_num_threads(threads)
@@ -474,14 +481,22 @@ def time_task_models(weights_dir: Path | str, task: str, threads: int = 1) -> Pa
     for folder in sorted((weights_dir / task).glob("*/model.safetensors")):
         model, card = load_trained(task, folder.parent.name, settings)
         models[folder.parent.name] = (model, card.entry.preprocess)
+    # Latency does not depend on the weights: time the registered architectures that have
+    # none here too, so that a shallow-vs-deep comparison never silently loses a side.
+    architecture_only = []
+    for entry in list_models(task):
+        if entry.name not in models:
+            models[entry.name] = (create_model(task, entry.name).eval(), entry.preprocess)
+            architecture_only.append(entry.name)
     samples: dict[str, list[dict[str, float]]] = {n: [] for n in models}
-    for _ in range(3):
+    for _ in range(rounds):
         for name, (model, pre) in models.items():
-            samples[name].append(time_inference(model, pre, batch_sizes=(1, 32)))
+            samples[name].append(time_inference(model, pre, batch_sizes=batch_sizes))
     result = {
         "task": task, "threads": threads, "torch": torch.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "models": {n: {k: float(np.median([s[k] for s in v])) for k in v[0]} for n, v in samples.items() if v},
+        "architecture_only": architecture_only,
     }
     out = weights_dir / task / TIMING_FILE
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

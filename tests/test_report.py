@@ -95,3 +95,38 @@ def test_leak_table_says_inconclusive_when_the_random_split_run_did_not_learn(tm
     _write(root, "wbc", "wbc_cnn/wbc_cnn_random_split", "wbc_cnn_random_split", _multi(0.23, mcc=0.0), mode="random")
     text = render_report(root)
     assert "Inconclusive in this release" in text and "near-duplicates" not in text.split("Inconclusive")[0][-300:]
+
+
+def test_a_card_that_opens_with_the_prefix_is_not_quoted_twice(tmp_path):
+    root = _fake_weights(tmp_path / "weights")
+    (root / "wbc" / "vgg16").mkdir(parents=True)
+    (root / "wbc" / "vgg16" / "README.md").write_text("# VGG\n\nNo weights shipped: too slow here.\n")
+    text = render_report(root)
+    assert "No weights shipped: too slow here." in text
+    assert "No weights shipped: No weights shipped" not in text
+
+
+def test_same_run_timing_covers_architectures_without_weights(tmp_path):
+    """Only one trained model on disk: the deep baselines are still timed, and marked."""
+    import torch
+
+    from medmodels.hub import save_model_folder
+    from medmodels.report import read_timing, time_task_models
+    from medmodels.zoo import create_model, get_entry, list_models
+
+    root = tmp_path / "weights"
+    entry = get_entry("malaria", "shallow_cnn3")
+    torch.manual_seed(0)
+    _write(root, "malaria", "shallow_cnn3", "shallow_cnn3", _binary(0.9612))
+    folder = root / "malaria" / "shallow_cnn3"
+    save_model_folder(create_model("malaria", "shallow_cnn3"), entry, folder,
+                      metrics=json.loads((folder / "metrics.json").read_text()), card="# test\n")
+    time_task_models(root, "malaria", batch_sizes=(1,), rounds=1)
+    timing = read_timing(root, "malaria")
+    assert set(timing["models"]) == {e.name for e in list_models("malaria")}
+    assert "shallow_cnn3" not in timing["architecture_only"]
+    assert {"vgg16", "resnet50"} <= set(timing["architecture_only"])
+    _write(root, "malaria", "vgg16", "vgg16", _binary(0.93))
+    text = render_report(root)
+    assert "| vgg16 (architecture only: no weights shipped) |" in text
+    assert "`shallow_cnn3` is faster than vgg16" in text
