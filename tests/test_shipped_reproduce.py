@@ -1,0 +1,40 @@
+"""Every shipped cell model reproduces its committed test metrics on its own test split.
+
+This is the contract of metrics.json: the numbers in REPRODUCTION.md and the model cards
+are what the committed weights score today, on the slides / original cells the file names.
+Needs ../shared/data (skips without it).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medmodels.data.shared import shared_data_root
+from medmodels.train.run import reevaluate
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("accuracy", "balanced_accuracy", "mcc", "roc_auc", "f1")
+
+
+def _shipped() -> list[Path]:
+    folders = []
+    for task in ("malaria", "wbc"):
+        for weights in sorted((REPO / "weights" / task).glob("*/model.safetensors")):
+            metrics = json.loads((weights.parent / "metrics.json").read_text())
+            if metrics.get("recipe", {}).get("data", "shared") == "shared":
+                folders.append(weights.parent)
+    return folders
+
+
+@pytest.mark.skipif(shared_data_root() is None, reason="../shared/data is not beside the repository")
+@pytest.mark.parametrize("folder", _shipped(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_metrics_are_what_the_weights_score(folder: Path) -> None:
+    torch.set_num_threads(1)
+    stored = json.loads((folder / "metrics.json").read_text())["test"]["metrics"]
+    again = reevaluate(folder)["metrics"]
+    for key in KEYS:
+        if key in stored and stored[key] is not None:
+            assert again[key] == pytest.approx(stored[key], abs=2e-3), key
