@@ -38,3 +38,28 @@ def test_committed_metrics_are_what_the_weights_score(folder: Path) -> None:
     for key in KEYS:
         if key in stored and stored[key] is not None:
             assert again[key] == pytest.approx(stored[key], abs=2e-3), key
+
+
+def _shipped_covid() -> list[str]:
+    names = []
+    for weights in sorted((REPO / "weights" / "covid").glob("*/model.safetensors")):
+        metrics = json.loads((weights.parent / "metrics.json").read_text())
+        if (metrics.get("xray") or {}).get("ship") == "fold1":
+            names.append(weights.parent.name)
+    return names
+
+
+@pytest.mark.skipif(shared_data_root() is None, reason="../shared/data is not beside the repository")
+@pytest.mark.parametrize("name", _shipped_covid())
+def test_covid_weights_score_their_held_out_fold_as_committed(name: str) -> None:
+    """The path a user takes: `evaluate --data heldout` (library functions, same numbers)."""
+    from medmodels.evaluate import evaluate_set, held_out_set
+    from medmodels.hub import load_trained
+
+    torch.set_num_threads(1)
+    model, card = load_trained("covid", name)
+    stored = card.metrics["test"]
+    result = evaluate_set(model, card.entry, held_out_set(card))
+    assert len(result.labels) == stored["n"]
+    for key in ("accuracy", "balanced_accuracy", "roc_auc"):
+        assert result.report.metrics[key] == pytest.approx(stored["metrics"][key], abs=0.01), key
