@@ -128,6 +128,8 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
         f"batch {recipe.batch_size}, loss {recipe.loss}, balance {recipe.balance}, "
         f"validation loss {recipe.val_loss}",
         f"- augmentation: {aug_text}",
+        *([f"- batch-norm statistics re-estimated on {recipe.recalibrate_bn} training images with "
+           "dropout off before each validation (`recalibrate_bn`)"] if recipe.recalibrate_bn else []),
         f"- epochs: up to {recipe.epochs} (frozen-backbone epochs: {recipe.freeze_epochs}); "
         f"{tr['stop_reason']}; best epoch {tr['best_epoch']} by validation loss (weights of that "
         f"epoch are shipped)",
