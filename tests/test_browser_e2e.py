@@ -41,14 +41,14 @@ pytest.importorskip("playwright.sync_api", reason="the playwright Python package
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The dashboard on a free port of 127.0.0.1, with two untrained malaria models."""
+    """The dashboard on a free port of 127.0.0.1, with three untrained malaria models."""
     import torch
 
     from dashboard.sample_weights import write_untrained_folder
 
     torch.set_num_threads(1)
     weights = tmp_path_factory.mktemp("weights")
-    for name in ("shallow_cnn1", "shallow_cnn3"):
+    for name in ("shallow_cnn1", "shallow_cnn3", "vgg16"):
         write_untrained_folder(weights, "malaria", name)
     env = {
         **os.environ,
@@ -198,5 +198,24 @@ def test_evaluate_zip_without_images_shows_a_message(server: str, browser: objec
     )
     page.get_by_text("no readable images").first.wait_for(timeout=WAIT_MS)
     _shot(page, "06_evaluate_bad_zip.png")
+    _no_errors(page)
+    page.close()
+
+
+def test_compare_shallow_vs_deep_shows_sizes_agreement_and_both_maps(server: str, browser: object) -> None:
+    page = browser.new_page()
+    page.goto(server)
+    _open(page, "Compare")
+    page.get_by_text("Shallow vs deep").click()
+    page.get_by_role("heading", name="Size and speed").wait_for(timeout=WAIT_MS)
+    page.get_by_text("Same predicted class").wait_for(timeout=WAIT_MS)
+    page.get_by_text("Mean rank correlation").wait_for(timeout=WAIT_MS)
+    # the bundled image plus one Grad-CAM overlay per model, for each of the 4 images shown
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('[data-testid=stImageContainer] img'))"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= 12",
+        timeout=WAIT_MS,
+    )
+    _shot(page, "07_compare_shallow_deep.png")
     _no_errors(page)
     page.close()
