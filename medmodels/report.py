@@ -323,6 +323,9 @@ def _wbc_model_block(name: str, m: dict[str, Any] | None) -> list[str]:
         lines.append("")
     if m and not m.get("test"):
         lines += ["No test metrics recorded.", ""]
+    if m and not m.get("_has_weights", True):
+        lines += [f"Metrics only: no weights file is shipped for this run (`{m.get('_folder')}`; "
+                  "its card says why).", ""]
     return lines
 
 

@@ -130,3 +130,17 @@ def test_same_run_timing_covers_architectures_without_weights(tmp_path):
     text = render_report(root)
     assert "| vgg16 (architecture only: no weights shipped) |" in text
     assert "`shallow_cnn3` is faster than vgg16" in text
+
+
+def test_a_metrics_only_baseline_is_reported_and_marked(tmp_path):
+    root = _fake_weights(tmp_path / "weights")
+    _write(root, "wbc", "inception_v3/inception_v3", "inception_v3", _multi(0.4242))
+    path = root / "wbc" / "inception_v3" / "inception_v3" / "metrics.json"
+    m = json.loads(path.read_text())
+    m["recipe"]["save_weights"] = False
+    path.write_text(json.dumps(m))
+    text = render_report(root)
+    block = text.split("### `inception_v3`")[1]
+    assert "42.42%" in block
+    assert "Metrics only: no weights file is shipped for this run (`wbc/inception_v3/inception_v3`" in block
+    assert "Too slow on two CPU cores" not in block

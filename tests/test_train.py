@@ -247,12 +247,15 @@ def test_half_storage_and_withdrawn_weights_keep_the_folder_honest(tmp_path):
     assert reevaluate(out)["metrics"] == pytest.approx(metrics["test"]["metrics"], nan_ok=True)
     withdraw_weights(out)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "metrics.json"]
-    assert "## Weights not shipped" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "## Weights not shipped" in card and "near chance" in card
 
 
 def test_comparison_run_writes_metrics_only(tmp_path):
     out = run_recipe(_recipe(save_weights=False), tmp_path / "cmp")
     assert (out / "metrics.json").is_file() and not (out / "model.safetensors").exists()
+    card = (out / "README.md").read_text()
+    assert "metrics-only run" in card and "near chance" not in card
 
 
 def test_cross_validation_writes_every_fold(tmp_path):

@@ -164,11 +164,22 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
     return "\n".join(lines) + "\n"
 
 
-def with_weights_status(card: str, folder: Path, recipe_file: str) -> str:
+NEAR_CHANCE = (
+    "The weights file of this run is not in the repository: it scored at or near chance "
+    "(see the results above and metrics.json) after the few epochs this CPU allowed, and "
+    "the repository keeps its size for models worth loading."
+)
+METRICS_ONLY = (
+    "This is a metrics-only run: its recipe sets `save_weights: false` (its notes above say "
+    "why), so no weights file was written and the dashboard cannot load it."
+)
+
+
+def with_weights_status(card: str, folder: Path, recipe_file: str, reason: str = NEAR_CHANCE) -> str:
     """``card`` plus a "Weights not shipped" section when ``folder`` holds no weights file.
 
-    A run whose weights were left out of the repository (it scored near chance and would only
-    add megabytes) keeps its metrics, split and predictions; its card must say why the
+    A run whose weights are not in the repository (withdrawn near chance, or a metrics-only
+    comparison run) keeps its metrics, split and predictions; its card must say why the
     dashboard cannot load it and how to re-make it.
     """
     if (folder / "model.safetensors").is_file() or "## Weights not shipped" in card:
@@ -176,11 +187,10 @@ def with_weights_status(card: str, folder: Path, recipe_file: str) -> str:
     return card.rstrip("\n") + "\n\n" + "\n".join([
         "## Weights not shipped",
         "",
-        "The weights file of this run is not in the repository: it scored at or near chance",
-        "(see the results above and metrics.json) after the few epochs this CPU allowed, and",
-        "the repository keeps its size for models worth loading. The run's metrics.json (split,",
-        "training history, test metrics) is kept. Re-make the weights with",
-        f"`python -m medmodels train --recipe {recipe_file}`.",
+        reason,
+        "The run's metrics.json (split, training history, test metrics) is kept. Re-make the "
+        f"weights with `python -m medmodels train --recipe {recipe_file}`"
+        + (" and `save_weights: true`." if reason == METRICS_ONLY else "."),
     ]) + "\n"
 
 

@@ -407,6 +407,7 @@ def run_recipe(recipe: Recipe, out_dir: Path | str | None = None) -> Path:
                               card=model_card(recipe, prep.entry, metrics), half=recipe.half)
         else:
             (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+            write_card(out)
         log.info("wrote %s (test accuracy %.4f)", out, metrics["test"]["metrics"]["accuracy"])
     return out
 
@@ -523,7 +524,6 @@ def halve_trained_folder(folder: Path | str) -> dict[str, Any]:
     borderline predictions can flip); the float32 test metrics stay under ``storage``.
     """
     from medmodels.hub import store_half
-    from medmodels.train.recipe import recipe_from_dict
 
     folder = Path(folder)
     path = folder / "metrics.json"
@@ -536,9 +536,28 @@ def halve_trained_folder(folder: Path | str) -> dict[str, Any]:
     if metrics["split"]["mode"] == "grouped":
         backfill_per_group(folder)
         metrics = json.loads(path.read_text(encoding="utf-8"))
-    recipe = recipe_from_dict(metrics["recipe"])
-    (folder / "README.md").write_text(model_card(recipe, model_entry(recipe), metrics))
+    write_card(folder)
     return metrics
+
+
+def write_card(folder: Path | str) -> Path:
+    """(Re)write a run folder's README.md from its metrics.json and recipe.
+
+    A folder without a weights file gets the "Weights not shipped" section: metrics-only runs
+    (``save_weights: false``) say so, withdrawn runs say they scored near chance.
+    """
+    from medmodels.train.card import METRICS_ONLY, NEAR_CHANCE, with_weights_status
+    from medmodels.train.recipe import recipe_from_dict
+
+    folder = Path(folder)
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    recipe = recipe_from_dict(metrics["recipe"])
+    card = with_weights_status(model_card(recipe, model_entry(recipe), metrics), folder,
+                               f"recipes/{recipe.task}_{recipe.name}.yaml",
+                               reason=NEAR_CHANCE if recipe.save_weights else METRICS_ONLY)
+    path = folder / "README.md"
+    path.write_text(card, encoding="utf-8")
+    return path
 
 
 def withdraw_weights(folder: Path | str) -> Path:
@@ -547,17 +566,10 @@ def withdraw_weights(folder: Path | str) -> Path:
     For runs that scored at chance: shipping them would cost repository megabytes and offer
     users a model that says nothing. The card names the recipe that re-makes them.
     """
-    from medmodels.train.card import with_weights_status
-    from medmodels.train.recipe import recipe_from_dict
-
     folder = Path(folder)
-    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
-    recipe = recipe_from_dict(metrics["recipe"])
     for name in ("model.safetensors", "config.json"):
         (folder / name).unlink(missing_ok=True)
-    card = with_weights_status(model_card(recipe, model_entry(recipe), metrics), folder,
-                               f"recipes/{recipe.task}_{recipe.name}.yaml")
-    (folder / "README.md").write_text(card, encoding="utf-8")
+    write_card(folder)
     return folder
 
 
