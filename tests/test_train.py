@@ -335,3 +335,12 @@ def test_a_half_recipe_is_measured_with_the_weights_it_stores() -> None:
         if tensor.is_floating_point():
             assert tensor.dtype == torch.float32
             assert torch.equal(tensor, tensor.half().float())
+
+
+def test_rewriting_a_card_from_metrics_on_disk_changes_nothing(tmp_path):
+    from medmodels.train.run import write_card
+
+    out = run_recipe(_recipe(), tmp_path / "m")
+    written_by_training = (out / "README.md").read_text()
+    write_card(out)
+    assert (out / "README.md").read_text() == written_by_training

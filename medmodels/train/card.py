@@ -122,8 +122,9 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
         "## Training recipe",
         "",
         f"- random initialisation (no ImageNet checkpoint can be had on the training machine)",
-        f"- input {pre['input_size']}x{pre['input_size']} ({pre['resize']}), mean {pre['mean']}, "
-        f"std {pre['std']}",
+        # tuples: metrics.json read back from disk holds lists; the card reads the same either way
+        f"- input {pre['input_size']}x{pre['input_size']} ({pre['resize']}), mean {tuple(pre['mean'])}, "
+        f"std {tuple(pre['std'])}",
         f"- {recipe.optimizer} lr {recipe.lr:g} ({recipe.lr_schedule}), weight decay {recipe.weight_decay:g}, "
         f"batch {recipe.batch_size}, loss {recipe.loss}, balance {recipe.balance}, "
         f"validation loss {recipe.val_loss}",
