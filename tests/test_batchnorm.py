@@ -6,7 +6,7 @@ from torch import nn
 
 from medmodels.data.transforms import normalize
 from medmodels.train.batchnorm import batchnorm_layers, recalibrate_batchnorm
-from medmodels.train.loop import FitConfig, TensorData, fit
+from medmodels.train.loop import FitConfig, TensorData, _calibration_images, fit
 from medmodels.zoo import create_model
 from medmodels.zoo.registry import Preprocess
 
@@ -85,11 +85,14 @@ def test_fit_recalibrates_before_each_validation_when_asked():
 
     plain, recalibrated = run(0), run(16)
     assert not torch.allclose(plain.bn.running_var, recalibrated.bn.running_var)
-    # the kept checkpoint carries statistics of clean activations of its own weights
-    with torch.no_grad():
-        subset_check = recalibrated.bn.running_var.clone()
-        recalibrate_batchnorm(recalibrated, images, PRE)
-    assert torch.allclose(subset_check, recalibrated.bn.running_var, rtol=0.5)
+    # the kept checkpoint carries the statistics of its own weights on the calibration subset
+    calib = _calibration_images(data, FitConfig(seed=0, recalibrate_bn=16))
+    assert calib is not None and len(calib) == 16
+    kept_mean = recalibrated.bn.running_mean.clone()
+    kept_var = recalibrated.bn.running_var.clone()
+    recalibrate_batchnorm(recalibrated, calib, PRE)
+    torch.testing.assert_close(recalibrated.bn.running_mean, kept_mean)
+    torch.testing.assert_close(recalibrated.bn.running_var, kept_var)
 
 
 def test_a_recipe_with_recalibration_trains_and_its_card_says_so(tmp_path, monkeypatch):

@@ -172,7 +172,8 @@ NEAR_CHANCE = (
 )
 METRICS_ONLY = (
     "This is a metrics-only run: its recipe sets `save_weights: false` (its notes above say "
-    "why), so no weights file was written and the dashboard cannot load it."
+    "why), so no weights file was written and the dashboard cannot load it. Set "
+    "`save_weights: true` in the recipe to keep the weights of a re-run."
 )
 
 
@@ -190,8 +191,7 @@ def with_weights_status(card: str, folder: Path, recipe_file: str, reason: str =
         "",
         reason,
         "The run's metrics.json (split, training history, test metrics) is kept. Re-make the "
-        f"weights with `python -m medmodels train --recipe {recipe_file}`"
-        + (" and `save_weights: true`." if reason == METRICS_ONLY else "."),
+        f"weights with `python -m medmodels train --recipe {recipe_file}`.",
     ]) + "\n"
 
 
