@@ -30,6 +30,10 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name
 st.set_page_config(
     page_title="MedModels: explainable medical image classifiers", page_icon=":microscope:", layout="wide"
 )
+# Markdown tables wider than the page (the reproduction tables have up to 12 columns) scroll
+# sideways inside their own box instead of being cut at the page's right edge.
+st.html("<style>[data-testid='stMarkdownContainer'] table {display: block; overflow-x: auto;"
+        " max-width: 100%;}</style>")
 
 PAGES = [
     st.Page("views/home.py", title="Start", icon=":material/home:", default=True),

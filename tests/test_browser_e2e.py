@@ -219,3 +219,23 @@ def test_compare_shallow_vs_deep_shows_sizes_agreement_and_both_maps(server: str
     _shot(page, "07_compare_shallow_deep.png")
     _no_errors(page)
     page.close()
+
+
+def test_reproduction_tables_stay_inside_the_page(server: str, browser: object) -> None:
+    """The widest paper-vs-ours table (12 columns) scrolls in its own box, not off the page."""
+    page = browser.new_page()
+    page.goto(server)
+    _open(page, "Reproduction")
+    page.locator("table").first.wait_for(timeout=WAIT_MS)
+    overflow = page.evaluate(
+        "() => { const main = document.querySelector('[data-testid=stMainBlockContainer]')"
+        ".getBoundingClientRect().right;"
+        " return Array.from(document.querySelectorAll('table'))"
+        ".map(t => t.getBoundingClientRect().right - main).filter(d => d > 1); }"
+    )
+    assert overflow == [], f"tables reach past the page's right edge by {overflow} px"
+    assert page.evaluate("() => Array.from(document.querySelectorAll('table')).some("
+                         "t => t.scrollWidth > t.clientWidth)"), "expected one wide table to scroll"
+    _shot(page, "08_reproduction.png")
+    _no_errors(page)
+    page.close()
