@@ -158,3 +158,20 @@ def test_refreshed_card_says_when_the_weights_file_is_absent(tmp_path: Path) -> 
     (folder / "model.safetensors").write_bytes(b"")  # a folder with weights gets no such section
     refresh_cards(tmp_path)
     assert "Weights not shipped" not in (folder / "README.md").read_text()
+
+
+@pytest.mark.parametrize(("name", "says", "never"), [
+    ("resnet18_imputed", "near chance", "metrics-only run"),  # trained to keep, withdrawn
+    ("swin", "metrics-only run", "near chance"),  # a Table 2 comparison run, save_weights: false
+])
+def test_refreshed_card_gives_the_right_reason_for_absent_weights(
+        tmp_path: Path, name: str, says: str, never: str) -> None:
+    from medmodels.train.xray import refresh_cards
+
+    src = Path(__file__).resolve().parents[1] / "weights" / "mortality" / name
+    folder = tmp_path / "mortality" / name
+    folder.mkdir(parents=True)
+    shutil.copy(src / "metrics.json", folder / "metrics.json")
+    refresh_cards(tmp_path)
+    status = (folder / "README.md").read_text().split("## Weights not shipped", 1)[1]
+    assert says in status and never not in status

@@ -177,21 +177,22 @@ METRICS_ONLY = (
 )
 
 
-def with_weights_status(card: str, folder: Path, recipe_file: str, reason: str = NEAR_CHANCE) -> str:
+def with_weights_status(card: str, folder: Path, recipe: Recipe) -> str:
     """``card`` plus a "Weights not shipped" section when ``folder`` holds no weights file.
 
     A run whose weights are not in the repository (withdrawn near chance, or a metrics-only
-    comparison run) keeps its metrics, split and predictions; its card must say why the
-    dashboard cannot load it and how to re-make it.
+    comparison run with ``save_weights: false``) keeps its metrics, split and predictions;
+    its card must say why the dashboard cannot load it and how to re-make it.
     """
     if (folder / "model.safetensors").is_file() or "## Weights not shipped" in card:
         return card
+    reason = NEAR_CHANCE if recipe.save_weights else METRICS_ONLY
     return card.rstrip("\n") + "\n\n" + "\n".join([
         "## Weights not shipped",
         "",
         reason,
         "The run's metrics.json (split, training history, test metrics) is kept. Re-make the "
-        f"weights with `python -m medmodels train --recipe {recipe_file}`.",
+        f"weights with `python -m medmodels train --recipe recipes/{recipe.task}_{recipe.name}.yaml`.",
     ]) + "\n"
 
 

@@ -546,15 +546,13 @@ def write_card(folder: Path | str) -> Path:
     A folder without a weights file gets the "Weights not shipped" section: metrics-only runs
     (``save_weights: false``) say so, withdrawn runs say they scored near chance.
     """
-    from medmodels.train.card import METRICS_ONLY, NEAR_CHANCE, with_weights_status
+    from medmodels.train.card import with_weights_status
     from medmodels.train.recipe import recipe_from_dict
 
     folder = Path(folder)
     metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
     recipe = recipe_from_dict(metrics["recipe"])
-    card = with_weights_status(model_card(recipe, model_entry(recipe), metrics), folder,
-                               f"recipes/{recipe.task}_{recipe.name}.yaml",
-                               reason=NEAR_CHANCE if recipe.save_weights else METRICS_ONLY)
+    card = with_weights_status(model_card(recipe, model_entry(recipe), metrics), folder, recipe)
     path = folder / "README.md"
     path.write_text(card, encoding="utf-8")
     return path

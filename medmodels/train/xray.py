@@ -845,8 +845,7 @@ def refresh_cards(weights_dir: Path | None = None) -> list[Path]:
                 path.write_text(json.dumps(m, indent=2) + "\n")
             recipe = recipe_from_dict(m["recipe"])
             entry = model_entry(recipe) if recipe.data != "synthetic" else get_entry(task, m["model"])
-            card = with_weights_status(xray_card(recipe, entry, m), path.parent,
-                                       f"recipes/{task}_{recipe.name}.yaml")
+            card = with_weights_status(xray_card(recipe, entry, m), path.parent, recipe)
             (path.parent / "README.md").write_text(card)
             done.append(path.parent)
     return done
