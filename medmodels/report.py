@@ -202,8 +202,34 @@ def malaria_section(runs: dict[str, dict[str, Any]], timing: dict[str, Any] | No
     ]
     lines += _data_lines(runs, MALARIA_ORDER)
     lines += per_group_lines(runs, MALARIA_ORDER, "slide")
+    lines += cv_spread_lines(runs, "slide")
     lines += _speed_lines(runs, timing)
     lines += _collapse_lines(runs)
+    return lines
+
+
+def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
+    """Metrics-only k-fold runs of a shipped recipe: how far one fixed test split can be trusted."""
+    lines = []
+    for name, m in sorted(runs.items()):
+        cv = m.get("cv")
+        if not cv or "mean" not in cv or m.get("_has_weights"):
+            continue
+        accs = [f["test"]["metrics"]["accuracy"] for f in cv["folds"]]
+        mean, std = cv["mean"], cv["std"]
+        lines += [
+            f"Cross-validation by {word} (`{name}`: the `{m['model']}` recipe, {cv['n_folds']} folds "
+            f"over all {m['data']['n_groups']} {word}s, every {word} in one test fold; metrics only):",
+            "",
+            *_table(["", "accuracy", "MCC", "sensitivity", "specificity"],
+                    [["mean ± sd", *(f"{_pct(mean.get(k))} ± {_pct(std.get(k))}" if k != "mcc"
+                                     else f"{_f(mean.get(k), 3)} ± {_f(std.get(k), 3)}"
+                                     for k in ("accuracy", "mcc", "sensitivity", "specificity"))]]),
+            "",
+            f"Per-fold test accuracy ranges from {_pct(min(accs))} to {_pct(max(accs))}: a single "
+            f"split's number moves by this much with the choice of test {word}s.",
+            "",
+        ]
     return lines
 
 

@@ -144,3 +144,22 @@ def test_a_metrics_only_baseline_is_reported_and_marked(tmp_path):
     assert "42.42%" in block
     assert "Metrics only: no weights file is shipped for this run (`wbc/inception_v3/inception_v3`" in block
     assert "Too slow on two CPU cores" not in block
+
+
+def test_a_cross_validation_run_reports_its_spread(tmp_path):
+    root = _fake_weights(tmp_path / "weights")
+    folds = [{"fold": i + 1, "test": _binary(acc), "split": _split()} for i, acc in enumerate((0.88, 0.95, 0.91))]
+    _write(root, "malaria", "shallow_cnn3/shallow_cnn3_cv3", "shallow_cnn3_cv3", _binary(0.91))
+    path = root / "malaria" / "shallow_cnn3" / "shallow_cnn3_cv3" / "metrics.json"
+    m = json.loads(path.read_text())
+    m["recipe"]["save_weights"] = False
+    m["model"], m["data"]["n_groups"] = "shallow_cnn3", 34
+    m["cv"] = {"folds": folds, "n_folds": 3, "mean": {"accuracy": 0.9133, "mcc": 0.8},
+               "std": {"accuracy": 0.0287, "mcc": 0.05}}
+    path.write_text(json.dumps(m))
+    text = render_report(root)
+    block = text.split("Cross-validation by slide (`shallow_cnn3_cv3`")[1]
+    assert "3 folds over all 34 slides" in block
+    assert "| mean ± sd | 91.33% ± 2.87% | 0.800 ± 0.050 |" in block
+    assert "ranges from 88.00% to 95.00%" in block
+    assert "| shallow_cnn3_cv3 |" not in text  # not a row of the paper-vs-ours table

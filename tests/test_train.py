@@ -270,6 +270,9 @@ def test_cross_validation_writes_every_fold(tmp_path):
     assert tests[0].isdisjoint(tests[1])
     assert metrics["cv"]["mean"]["accuracy"] is not None
     assert np.sum(metrics["cv"]["confusion_matrix_sum"]) == 32
+    card = (out / "README.md").read_text()  # metrics-only CV runs get a card with every fold
+    assert "## Cross-validation" in card and "Mean ± standard deviation over folds" in card
+    assert card.count("\n| 1 |") == 1 and card.count("\n| 2 |") == 1
 
 
 @pytest.mark.skipif(shared_data_root() is None, reason="../shared/data is absent")

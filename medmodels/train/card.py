@@ -152,6 +152,7 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
         f"({inf.get('threads', '?')} thread(s), measured right after training).",
         "",
         f"Parameters: {metrics['parameters']:,}.",
+        *_cv_lines(metrics),
         "",
         "## Limits",
         "",
@@ -163,6 +164,30 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
     if entry.notes:
         lines += ["", "## Notes", "", entry.notes]
     return "\n".join(lines) + "\n"
+
+
+CV_KEYS = ("accuracy", "balanced_accuracy", "mcc", "roc_auc")
+
+
+def _cv_lines(metrics: dict[str, Any]) -> list[str]:
+    """Per-fold and mean ± std test metrics of a grouped k-fold run (``medmodels.train.cv``)."""
+    cv = metrics.get("cv")
+    if not cv or "mean" not in cv:
+        return []
+    rows = ["| fold | test groups | test images | " + " | ".join(CV_KEYS) + " |",
+            "|" + "---|" * (3 + len(CV_KEYS))]
+    for fold in cv["folds"]:
+        t = fold["test"]["metrics"]
+        test = fold["split"]["test"]
+        rows.append(f"| {fold['fold']} | {test['n_groups']} | {test['n_images']} | "
+                    + " | ".join(format_value(t.get(k), 3) for k in CV_KEYS) + " |")
+    spread = ", ".join(f"{k} {format_value(cv['mean'].get(k), 3)} ± {format_value(cv['std'].get(k), 3)}"
+                       for k in CV_KEYS)
+    return ["", "## Cross-validation", "",
+            f"{cv['n_folds']}-fold cross-validation by group: every group is in exactly one test "
+            "fold, and each fold's model is trained on the other groups with the same recipe "
+            "(seed + fold - 1). The results above are those of the last fold.", "", *rows, "",
+            f"Mean ± standard deviation over folds: {spread}."]
 
 
 NEAR_CHANCE = (
