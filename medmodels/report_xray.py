@@ -113,7 +113,7 @@ def xray_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> str
     """The engine's model card plus the X-ray sections (CV table, audit, shortcut warning)."""
     from medmodels.train.card import model_card
 
-    card = model_card(recipe, entry, metrics).replace(
+    card = model_card(recipe, entry, metrics, cv_section=False).replace(
         "other microscopes, stains or sites", "other X-ray machines, hospitals or patient populations")
     extra: list[str] = ["", "## Evaluation protocol (X-ray)", "",
                         f"- metrics.json `test`: {metrics.get('test_is', 'held-out split')}.",

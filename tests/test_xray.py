@@ -175,3 +175,16 @@ def test_refreshed_card_gives_the_right_reason_for_absent_weights(
     refresh_cards(tmp_path)
     status = (folder / "README.md").read_text().split("## Weights not shipped", 1)[1]
     assert says in status and never not in status
+
+
+def test_xray_card_has_one_cross_validation_section(tmp_path: Path) -> None:
+    """The X-ray card writes its own CV table (shipped fold 1); the generic one stays out."""
+    from medmodels.train.xray import refresh_cards
+
+    src = Path(__file__).resolve().parents[1] / "weights" / "covid" / "mobilenet_v2"
+    folder = tmp_path / "covid" / "mobilenet_v2"
+    folder.mkdir(parents=True)
+    shutil.copy(src / "metrics.json", folder / "metrics.json")
+    refresh_cards(tmp_path)
+    card = (folder / "README.md").read_text()
+    assert card.count("Cross-validation") == 1 and "results above are those of the last fold" not in card

@@ -85,8 +85,12 @@ def _storage_lines(recipe: Recipe, metrics: dict[str, Any]) -> list[str]:
     return [line]
 
 
-def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> str:
-    """Markdown model card for a weights folder."""
+def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_section: bool = True) -> str:
+    """Markdown model card for a weights folder.
+
+    ``cv_section=False`` leaves out the generic cross-validation table, for callers that
+    write their own (the X-ray cards, whose shipped fold is fold 1, not the last).
+    """
     tr = metrics["training"]
     inf = metrics.get("inference_ms", {})
     pre = metrics["preprocess"]
@@ -152,7 +156,7 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any]) -> st
         f"({inf.get('threads', '?')} thread(s), measured right after training).",
         "",
         f"Parameters: {metrics['parameters']:,}.",
-        *_cv_lines(metrics),
+        *(_cv_lines(metrics) if cv_section else []),
         "",
         "## Limits",
         "",
