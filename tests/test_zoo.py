@@ -105,3 +105,11 @@ def test_pretrained_from_a_checkpoint_file(tmp_path) -> None:
         create_model("malaria", "shallow_cnn3", pretrained=ckpt)
     with pytest.raises(WeightsError, match="not found"):
         create_model("malaria", "shallow_cnn3", pretrained=tmp_path / "missing.pt")
+
+
+def test_the_distilled_student_is_the_default_student() -> None:
+    """The teacher-vs-student page preselects the first student: the distilled one."""
+    from medmodels.zoo.registry import list_models
+
+    students = [e.name for e in list_models("covid") if e.family == "student"]
+    assert students[0] == "mobilenet_v2_kd" and "mobilenet_v2" in students

@@ -120,12 +120,13 @@ _add("covid", "kd_teacher", "kd_teacher", "Teacher: VGG19 + ResNet50V2",
            "Taking the layers as described at the paper's 224 px (7x7x512 + 7x7x2048 "
            "concatenated, 1x1 conv 1024, flatten, dense 64) gives 49.4M parameters, the paper's "
            "49.2M within 0.5%, so we read it that way.")
-_add("covid", "mobilenet_v2", "mobilenet_v2", "Student: MobileNetV2 (no distillation)",
-     "MobileNetV2 trained on the labels alone.", "kd", COVID, {"features": "features.18"}, "student",
-     notes=_SCRATCH)
+# the distilled student first: it is the default student of the teacher-vs-student page
 _add("covid", "mobilenet_v2_kd", "mobilenet_v2", "Student: MobileNetV2 (distilled)",
      "MobileNetV2 trained with the distillation loss from the frozen teacher.", "kd", COVID,
      {"features": "features.18"}, "student", notes=_SCRATCH)
+_add("covid", "mobilenet_v2", "mobilenet_v2", "Student: MobileNetV2 (no distillation)",
+     "MobileNetV2 trained on the labels alone.", "kd", COVID, {"features": "features.18"}, "student",
+     notes=_SCRATCH)
 _add("covid", "quadsnet", "quadsnet", "QuadSNet", "Four-stream conv/separable-conv network, margin loss.",
      "quadsnet", COVID_QUADSNET, {"fusion": "fusion"}, "quadsnet",
      notes="Reads 96 px X-rays (the other COVID models 128 px) to fit its CPU training budget.")
