@@ -30,6 +30,7 @@ from medmodels.train.run import (
     recipe_samples,
     run_log,
     train_prepared,
+    write_card,
 )
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,6 @@ def run_cv(recipe: Recipe, out_dir: Path | str | None = None) -> Path:
             save_model_folder(model, entry, out, metrics=result, card=model_card(recipe, entry, result),
                               half=recipe.half)
         else:
-            from medmodels.train.run import write_card
-
             (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
             write_card(out)
     return out
