@@ -222,9 +222,11 @@ def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
             f"over all {m['data']['n_groups']} {word}s, every {word} in one test fold; metrics only):",
             "",
             *_table(["", "accuracy", "MCC", "sensitivity", "specificity"],
-                    [["mean ± sd", *(f"{_pct(mean.get(k))} ± {_pct(std.get(k))}" if k != "mcc"
-                                     else f"{_f(mean.get(k), 3)} ± {_f(std.get(k), 3)}"
-                                     for k in ("accuracy", "mcc", "sensitivity", "specificity"))]]),
+                    [["mean ± sd",
+                      f"{_pct(mean.get('accuracy'))} ± {_pct(std.get('accuracy'))}",
+                      f"{_f(mean.get('mcc'), 3)} ± {_f(std.get('mcc'), 3)}",
+                      f"{_pct(mean.get('sensitivity'))} ± {_pct(std.get('sensitivity'))}",
+                      f"{_pct(mean.get('specificity'))} ± {_pct(std.get('specificity'))}"]]),
             "",
             f"Per-fold test accuracy ranges from {_pct(min(accs))} to {_pct(max(accs))}: a single "
             f"split's number moves by this much with the choice of test {word}s.",

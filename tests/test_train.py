@@ -258,11 +258,14 @@ def test_comparison_run_writes_metrics_only(tmp_path):
     assert "metrics-only run" in card and "near chance" not in card
 
 
-def test_cross_validation_writes_every_fold(tmp_path):
+@pytest.mark.parametrize("save_weights", [True, False])
+def test_cross_validation_writes_every_fold(tmp_path, save_weights):
     from medmodels.train.cv import run_cv
 
-    recipe = _recipe(max_images=32, split={"fractions": [0.75, 0.25, 0.0], "seed": 0, "cv_folds": 2})
+    recipe = _recipe(max_images=32, save_weights=save_weights,
+                     split={"fractions": [0.75, 0.25, 0.0], "seed": 0, "cv_folds": 2})
     out = run_cv(recipe, tmp_path / "cv")
+    assert (out / "model.safetensors").is_file() == save_weights
     metrics = json.loads((out / "metrics.json").read_text())
     folds = metrics["cv"]["folds"]
     assert len(folds) == 2
@@ -270,7 +273,7 @@ def test_cross_validation_writes_every_fold(tmp_path):
     assert tests[0].isdisjoint(tests[1])
     assert metrics["cv"]["mean"]["accuracy"] is not None
     assert np.sum(metrics["cv"]["confusion_matrix_sum"]) == 32
-    card = (out / "README.md").read_text()  # metrics-only CV runs get a card with every fold
+    card = (out / "README.md").read_text()  # with or without weights, the card has every fold
     assert "## Cross-validation" in card and "Mean ± standard deviation over folds" in card
     assert card.count("\n| 1 |") == 1 and card.count("\n| 2 |") == 1
 

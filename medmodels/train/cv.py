@@ -30,7 +30,7 @@ from medmodels.train.run import (
     recipe_samples,
     run_log,
     train_prepared,
-    write_card,
+    write_run_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -100,14 +100,5 @@ def run_cv(recipe: Recipe, out_dir: Path | str | None = None) -> Path:
             **summarize_folds([m["test"] for m in folds]),
         }
         result["recipe"] = recipe.to_dict()
-        out.mkdir(parents=True, exist_ok=True)
-        if recipe.save_weights:
-            from medmodels.hub import save_model_folder
-            from medmodels.train.card import model_card
-
-            save_model_folder(model, entry, out, metrics=result, card=model_card(recipe, entry, result),
-                              half=recipe.half)
-        else:
-            (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-            write_card(out)
+        write_run_folder(model, entry, recipe, result, out)
     return out

@@ -401,15 +401,21 @@ def run_recipe(recipe: Recipe, out_dir: Path | str | None = None) -> Path:
         log.info("recipe %s: %s", recipe.name, json.dumps(recipe.to_dict()))
         prep = prepare(recipe)
         metrics, model = train_prepared(recipe, prep, progress)
-        out.mkdir(parents=True, exist_ok=True)
-        if recipe.save_weights:
-                save_model_folder(model, prep.entry, out, metrics=metrics,
-                              card=model_card(recipe, prep.entry, metrics), half=recipe.half)
-        else:
-            (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-            write_card(out)
+        write_run_folder(model, prep.entry, recipe, metrics, out)
         log.info("wrote %s (test accuracy %.4f)", out, metrics["test"]["metrics"]["accuracy"])
     return out
+
+
+def write_run_folder(model: nn.Module, entry: ModelEntry, recipe: Recipe, metrics: dict[str, Any],
+                     out: Path) -> None:
+    """Weights, config, metrics and card; or, for ``save_weights: false``, metrics and card only."""
+    out.mkdir(parents=True, exist_ok=True)
+    if recipe.save_weights:
+        save_model_folder(model, entry, out, metrics=metrics, card=model_card(recipe, entry, metrics),
+                          half=recipe.half)
+    else:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        write_card(out)
 
 
 def train_prepared(recipe: Recipe, prep: Prepared, progress: IO[str] | None = None
