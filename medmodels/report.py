@@ -203,6 +203,7 @@ def malaria_section(runs: dict[str, dict[str, Any]], timing: dict[str, Any] | No
     lines += _data_lines(runs, MALARIA_ORDER)
     lines += per_group_lines(runs, MALARIA_ORDER, "slide")
     lines += cv_spread_lines(runs, "slide")
+    lines += model_selection_lines(runs, "slide")
     lines += _speed_lines(runs, timing)
     lines += _collapse_lines(runs)
     return lines
@@ -213,7 +214,7 @@ def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
     lines = []
     for name, m in sorted(runs.items()):
         cv = m.get("cv")
-        if not cv or "mean" not in cv or m.get("_has_weights"):
+        if not cv or "mean" not in cv or m.get("_has_weights") or _cv_scope(m) != "all":
             continue
         accs = [f["test"]["metrics"]["accuracy"] for f in cv["folds"]]
         mean, std = cv["mean"], cv["std"]
@@ -230,6 +231,37 @@ def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
             "",
             f"Per-fold test accuracy ranges from {_pct(min(accs))} to {_pct(max(accs))}: a single "
             f"split's number moves by this much with the choice of test {word}s.",
+            "",
+        ]
+    return lines
+
+
+def _cv_scope(m: dict[str, Any]) -> str:
+    return m.get("recipe", {}).get("split", {}).get("cv_scope", "all")
+
+
+def model_selection_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
+    """Recipe variants compared by cross-validation on the development groups only."""
+    chosen = {n: m for n, m in runs.items() if m.get("cv") and _cv_scope(m) == "development"}
+    lines: list[str] = []
+    for model in sorted({m["model"] for m in chosen.values()}):
+        variants = sorted((n for n, m in chosen.items() if m["model"] == model),
+                          key=lambda n: -chosen[n]["cv"]["mean"]["accuracy"])
+        rows = []
+        for n in variants:
+            cv = chosen[n]["cv"]
+            rows.append([f"`{n}`", f"{_pct(cv['mean'].get('accuracy'))} ± {_pct(cv['std'].get('accuracy'))}",
+                         f"{_f(cv['mean'].get('mcc'), 3)} ± {_f(cv['std'].get('mcc'), 3)}",
+                         " / ".join(_pct(f["test"]["metrics"]["accuracy"]) for f in cv["folds"])])
+        any_m = chosen[variants[0]]
+        n_groups = len({g for f in any_m["cv"]["folds"] for g in f["split"]["test"]["groups"]})
+        lines += [
+            f"Model selection for `{model}`: recipe variants cross-validated ({any_m['cv']['n_folds']} "
+            f"folds) on the {n_groups} development {word}s only; the fixed test split's {word}s are in "
+            "no fold, so choosing among them does not look at the test numbers above (best first; "
+            "each recipe's notes say what it changes):",
+            "",
+            *_table(["variant", "accuracy mean ± sd", "MCC mean ± sd", "per-fold accuracy"], rows),
             "",
         ]
     return lines

@@ -163,3 +163,25 @@ def test_a_cross_validation_run_reports_its_spread(tmp_path):
     assert "| mean ± sd | 91.33% ± 2.87% | 0.800 ± 0.050 |" in block
     assert "ranges from 88.00% to 95.00%" in block
     assert "| shallow_cnn3_cv3 |" not in text  # not a row of the paper-vs-ours table
+
+
+def test_development_cross_validation_runs_form_a_model_selection_table(tmp_path):
+    root = _fake_weights(tmp_path / "weights")
+    for name, accs in (("cnn3_a_devcv", (0.90, 0.94)), ("cnn3_b_devcv", (0.93, 0.97))):
+        _write(root, "malaria", f"shallow_cnn3/{name}", name, _binary(0.9))
+        path = root / "malaria" / "shallow_cnn3" / name / "metrics.json"
+        m = json.loads(path.read_text())
+        m["recipe"]["save_weights"] = False
+        m["recipe"]["split"] = {"cv_scope": "development"}
+        m["model"] = "shallow_cnn3"
+        folds = [{"fold": i + 1, "test": _binary(a), "split": {"test": {"groups": [f"s{i}a", f"s{i}b"]}}}
+                 for i, a in enumerate(accs)]
+        m["cv"] = {"folds": folds, "n_folds": 2, "mean": {"accuracy": sum(accs) / 2, "mcc": 0.8},
+                   "std": {"accuracy": 0.02, "mcc": 0.01}}
+        path.write_text(json.dumps(m))
+    text = render_report(root)
+    assert "Cross-validation by slide (`cnn3_" not in text  # not read as a spread of the shipped recipe
+    block = text.split("Model selection for `shallow_cnn3`")[1]
+    assert "on the 4 development slides only" in block
+    assert block.index("`cnn3_b_devcv`") < block.index("`cnn3_a_devcv`")  # best first
+    assert "| `cnn3_b_devcv` | 95.00% ± 2.00% | 0.800 ± 0.010 | 93.00% / 97.00% |" in block

@@ -97,6 +97,21 @@ def test_augmentation_transforms_each_image_independently():
     assert len(distinct) == 8
 
 
+def test_saturation_and_contrast_jitter_keep_grey_and_flat_images_and_vary_colour_ones():
+    gen = torch.Generator().manual_seed(0)
+    grey = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8).repeat(1, 3, 1, 1)
+    sat = AugmentConfig(enabled=True, saturation=0.8)
+    out = augment_batch(grey, sat, gen)  # a grey image has no saturation to change
+    assert torch.allclose(out, grey.float() / 255, atol=1e-5)
+    flat = torch.full((4, 3, 8, 8), 90, dtype=torch.uint8)
+    out = augment_batch(flat, AugmentConfig(enabled=True, contrast=0.5), gen)
+    assert torch.allclose(out, flat.float() / 255, atol=1e-5)  # nor a flat one contrast
+    colour = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    colour[:, 0, :4], colour[:, 2, 4:] = 200, 120
+    out = augment_batch(colour.repeat(6, 1, 1, 1), AugmentConfig(enabled=True, saturation=0.8, contrast=0.3), gen)
+    assert len({round(float(o.std()), 4) for o in out}) == 6 and 0.0 <= float(out.min()) <= float(out.max()) <= 1.0
+
+
 def test_disabled_augmentation_only_rescales():
     batch = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     out = augment_batch(batch, AugmentConfig(enabled=False, rotation_deg=90), torch.Generator())
@@ -276,6 +291,30 @@ def test_cross_validation_writes_every_fold(tmp_path, save_weights):
     card = (out / "README.md").read_text()  # with or without weights, the card has every fold
     assert "## Cross-validation" in card and "Mean ± standard deviation over folds" in card
     assert card.count("\n| 1 |") == 1 and card.count("\n| 2 |") == 1
+
+
+def test_development_cross_validation_never_touches_the_fixed_test_groups():
+    from medmodels.train.cv import fold_splits
+    from medmodels.data.samples import LabelledSet, Sample
+
+    rng = np.random.default_rng(0)
+    groups = [f"slide{g}" for g in rng.integers(0, 30, size=600)]
+    labels = rng.integers(0, 2, size=600)
+    split = {"fractions": [0.7, 0.1, 0.2], "seed": 3, "cv_folds": 4, "cv_scope": "development"}
+    recipe = _recipe(split=split)
+    pool = LabelledSet([Sample(name=f"{i}.png", source=b"", label=int(y), group=g)
+                        for i, (y, g) in enumerate(zip(labels, groups))], ("a", "b"))
+    fixed_test = {groups[i] for i in split_indices(recipe, pool)["test"]}
+    folds = fold_splits(recipe, labels, groups)
+    assert len(folds) == 4
+    fold_tests = [{groups[i] for i in f["test"]} for f in folds]
+    seen = [g for part in folds for name in ("train", "val", "test") for g in (groups[i] for i in part[name])]
+    assert fixed_test.isdisjoint(seen)
+    assert sorted(g for t in fold_tests for g in t) == sorted(set(groups) - fixed_test)  # each once
+    for f in folds:
+        assert {groups[i] for i in f["train"]}.isdisjoint({groups[i] for i in f["test"]})
+    with pytest.raises(RecipeError, match="cv_scope"):
+        _recipe(split={**split, "cv_folds": 0})
 
 
 @pytest.mark.skipif(shared_data_root() is None, reason="../shared/data is absent")

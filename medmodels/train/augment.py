@@ -2,7 +2,8 @@
 
 torchvision's v2 transforms draw one set of random parameters per call, so applied to a
 batch they rotate every image by the same angle. Here every image of the batch gets its
-own rotation, zoom, shift, flips, brightness and colour gains in one ``grid_sample`` call, which is what
+own rotation, zoom, shift, flips, brightness, colour gains, saturation and contrast (the
+geometry in one ``grid_sample`` call), which is what
 Keras' ImageDataGenerator (used by the papers) does and is fast on two CPU cores.
 """
 from __future__ import annotations
@@ -61,4 +62,25 @@ def augment_batch(images: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
             channels = x.shape[1]
             factor = factor * (1.0 + _uniform(n * channels, cfg.color, gen)).view(n, channels, 1, 1)
         x = (x * factor).clamp(0.0, 1.0)
+    if cfg.saturation or cfg.contrast:
+        x = _jitter_saturation_contrast(x, cfg, gen)
+    return x
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """ITU-R 601 luma, [N, 1, H, W] (the image itself when it has one channel)."""
+    if x.shape[1] != 3:
+        return x.mean(dim=1, keepdim=True)
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(dim=1, keepdim=True)
+
+
+def _jitter_saturation_contrast(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    if cfg.saturation:
+        f = (1.0 + _uniform(n, cfg.saturation, gen)).view(n, 1, 1, 1)
+        x = (f * x + (1.0 - f) * _grey(x)).clamp(0.0, 1.0)
+    if cfg.contrast:
+        f = (1.0 + _uniform(n, cfg.contrast, gen)).view(n, 1, 1, 1)
+        x = (f * x + (1.0 - f) * _grey(x).mean(dim=(2, 3), keepdim=True)).clamp(0.0, 1.0)
     return x

@@ -36,15 +36,31 @@ from medmodels.train.run import (
 log = logging.getLogger(__name__)
 
 
+def development_indices(recipe: Recipe, labels: np.ndarray, groups: list[str | None]) -> np.ndarray:
+    """Indices outside the fixed split's test part (its train + val groups)."""
+    from medmodels.data.splits import grouped_split
+
+    fractions = [f for f in recipe.split.fractions if f > 0]
+    parts = grouped_split(labels, groups, fractions, seed=recipe.split.seed)
+    return np.sort(np.concatenate(parts[:-1]))
+
+
 def fold_splits(recipe: Recipe, labels: np.ndarray, groups: list[str | None]) -> list[dict[str, np.ndarray]]:
-    """Per fold: train / val / test index arrays, all disjoint by group."""
+    """Per fold: train / val / test index arrays, all disjoint by group.
+
+    With ``split.cv_scope == "development"`` the folds cover only the fixed split's train and
+    val groups; its test groups appear in no fold.
+    """
     from medmodels.data.splits import group_kfold, grouped_split
 
     k = recipe.split.cv_folds
     train_share, val_share = recipe.split.fractions[0], recipe.split.fractions[1]
     val_frac = val_share / (train_share + val_share)
+    pool = (development_indices(recipe, labels, groups) if recipe.split.cv_scope == "development"
+            else np.arange(len(labels)))
     out = []
-    for rest, test in group_kfold(labels, groups, k, seed=recipe.split.seed):
+    for rest, test in group_kfold(labels[pool], [groups[i] for i in pool], k, seed=recipe.split.seed):
+        rest, test = pool[rest], pool[test]
         if val_frac > 0:
             tr, va = grouped_split(labels[rest], [groups[i] for i in rest], [1 - val_frac, val_frac],
                                    seed=recipe.split.seed)
@@ -89,6 +105,8 @@ def run_cv(recipe: Recipe, out_dir: Path | str | None = None) -> Path:
             fold_recipe = dataclasses.replace(recipe, seed=recipe.seed + i - 1)
             metrics, model = train_prepared(fold_recipe, Prepared(entry, pool, split, data), progress)
             metrics["fold"] = i
+            log.info("fold %d/%d: test accuracy %.4f", i, recipe.split.cv_folds,
+                     metrics["test"]["metrics"]["accuracy"])
             folds.append(metrics)
             last = metrics
         assert last is not None and model is not None

@@ -25,7 +25,12 @@ class RecipeError(MedModelsError):
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """On-the-fly augmentation of the training images (rotation, zoom, shift, flips, brightness, colour)."""
+    """On-the-fly augmentation of the training images (rotation, zoom, shift, flips, brightness, colour).
+
+    ``saturation`` and ``contrast`` blend each image with its grey version and with its mean
+    grey level by a factor from [1 - x, 1 + x] (torchvision's ColorJitter semantics): stain
+    strength, not only stain hue, differs between slides.
+    """
 
     enabled: bool = False
     rotation_deg: float = 0.0
@@ -35,6 +40,8 @@ class AugmentConfig:
     brightness: float = 0.0  # factor drawn from [1 - brightness, 1 + brightness]
     color: float = 0.0  # per-channel gain from [1 - color, 1 + color]: stain differences between slides
     translate: float = 0.0  # fraction of the side, each direction
+    saturation: float = 0.0
+    contrast: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -45,13 +52,16 @@ class SplitConfig:
     to demonstrate the leak of near-duplicate augmentations (WBC); never use it for a model
     that is shipped. ``cv_folds`` > 0 runs grouped k-fold cross-validation instead (see
     ``medmodels.train.cv``); then ``fractions`` only sets the validation share of each
-    training fold.
+    training fold. ``cv_scope="development"`` keeps the test groups of the fixed split (the
+    one ``fractions`` and ``seed`` make without ``cv_folds``) out of every fold, so that
+    recipe variants can be compared by cross-validation without looking at that test split.
     """
 
     fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 42
     mode: Literal["grouped", "random"] = "grouped"
     cv_folds: int = 0
+    cv_scope: Literal["all", "development"] = "all"
 
 
 @dataclass(frozen=True)
@@ -201,6 +211,11 @@ def validate(recipe: Recipe) -> None:
     if not 0 <= recipe.freeze_epochs <= recipe.epochs:
         raise RecipeError(
             f"freeze_epochs must lie between 0 and epochs ({recipe.epochs}), got {recipe.freeze_epochs}."
+        )
+    if recipe.split.cv_scope == "development" and (recipe.split.cv_folds < 2 or fr[2] <= 0):
+        raise RecipeError(
+            "split.cv_scope 'development' needs cv_folds >= 2 and a test share in split.fractions "
+            "(the fixed test split it keeps out of the folds)."
         )
     if recipe.distill is not None and not 0.0 <= recipe.distill.alpha <= 1.0:
         raise RecipeError(f"distill.alpha must lie in [0, 1], got {recipe.distill.alpha}.")
