@@ -240,6 +240,25 @@ def _cv_scope(m: dict[str, Any]) -> str:
     return m.get("recipe", {}).get("split", {}).get("cv_scope", "all")
 
 
+# Recipe settings that change neither the model nor how it is trained: how it is split or
+# cross-validated, where it is written, threads, the wall-clock budget and the prose.
+_BOOKKEEPING = ("name", "split", "save_weights", "threads", "max_minutes", "notes")
+
+
+def _same_model_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two stored recipes train the same model (settings added later read as their defaults)."""
+    from medmodels.train.recipe import RecipeError, recipe_from_dict
+
+    def essentials(d: dict[str, Any]) -> dict[str, Any]:
+        try:
+            d = recipe_from_dict(d).to_dict()
+        except RecipeError:
+            pass
+        return {k: v for k, v in d.items() if k not in _BOOKKEEPING}
+
+    return essentials(a) == essentials(b)
+
+
 def model_selection_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
     """Recipe variants compared by cross-validation on the development groups only."""
     chosen = {n: m for n, m in runs.items() if m.get("cv") and _cv_scope(m) == "development"}
@@ -247,10 +266,12 @@ def model_selection_lines(runs: dict[str, dict[str, Any]], word: str) -> list[st
     for model in sorted({m["model"] for m in chosen.values()}):
         variants = sorted((n for n, m in chosen.items() if m["model"] == model),
                           key=lambda n: -chosen[n]["cv"]["mean"]["accuracy"])
+        shipped = runs.get(model)
         rows = []
         for n in variants:
             cv = chosen[n]["cv"]
-            rows.append([f"`{n}`", f"{_pct(cv['mean'].get('accuracy'))} ± {_pct(cv['std'].get('accuracy'))}",
+            same = shipped is not None and _same_model_recipe(chosen[n]["recipe"], shipped["recipe"])
+            rows.append([f"`{n}` (the shipped recipe)" if same else f"`{n}`", f"{_pct(cv['mean'].get('accuracy'))} ± {_pct(cv['std'].get('accuracy'))}",
                          f"{_f(cv['mean'].get('mcc'), 3)} ± {_f(cv['std'].get('mcc'), 3)}",
                          " / ".join(_pct(f["test"]["metrics"]["accuracy"]) for f in cv["folds"])])
         any_m = chosen[variants[0]]

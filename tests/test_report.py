@@ -171,9 +171,10 @@ def test_development_cross_validation_runs_form_a_model_selection_table(tmp_path
         _write(root, "malaria", f"shallow_cnn3/{name}", name, _binary(0.9))
         path = root / "malaria" / "shallow_cnn3" / name / "metrics.json"
         m = json.loads(path.read_text())
-        m["recipe"]["save_weights"] = False
-        m["recipe"]["split"] = {"cv_scope": "development"}
         m["model"] = "shallow_cnn3"
+        shipped = json.loads((root / "malaria" / "shallow_cnn3" / "metrics.json").read_text())["recipe"]
+        m["recipe"] = {**shipped, "name": name, "save_weights": False, "split": {"cv_scope": "development"},
+                       **({} if name == "cnn3_a_devcv" else {"lr": 0.123})}  # b changes a setting
         folds = [{"fold": i + 1, "test": _binary(a), "split": {"test": {"groups": [f"s{i}a", f"s{i}b"]}}}
                  for i, a in enumerate(accs)]
         m["cv"] = {"folds": folds, "n_folds": 2, "mean": {"accuracy": sum(accs) / 2, "mcc": 0.8},
@@ -185,3 +186,4 @@ def test_development_cross_validation_runs_form_a_model_selection_table(tmp_path
     assert "on the 4 development slides only" in block
     assert block.index("`cnn3_b_devcv`") < block.index("`cnn3_a_devcv`")  # best first
     assert "| `cnn3_b_devcv` | 95.00% ± 2.00% | 0.800 ± 0.010 | 93.00% / 97.00% |" in block
+    assert "`cnn3_a_devcv` (the shipped recipe)" in block  # same settings as weights/malaria/shallow_cnn3

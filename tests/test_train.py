@@ -291,6 +291,8 @@ def test_cross_validation_writes_every_fold(tmp_path, save_weights):
     card = (out / "README.md").read_text()  # with or without weights, the card has every fold
     assert "## Cross-validation" in card and "Mean ± standard deviation over folds" in card
     assert card.count("\n| 1 |") == 1 and card.count("\n| 2 |") == 1
+    assert "This is the split of the last fold (2 of 2)" in card
+    assert ("weights of that epoch are shipped" in card) == save_weights
 
 
 def test_development_cross_validation_never_touches_the_fixed_test_groups():

@@ -98,6 +98,8 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
     aug_text = (f"rotation ±{aug.rotation_deg:g}°, zoom ±{aug.zoom:g}, shift ±{aug.translate:g}, "
                 f"hflip {aug.hflip}, vflip {aug.vflip}, brightness ±{aug.brightness:g}, "
                 f"per-channel colour gain ±{aug.color:g}"
+                + (f", saturation ±{aug.saturation:g}" if aug.saturation else "")
+                + (f", contrast ±{aug.contrast:g}" if aug.contrast else "")
                 if aug.enabled else "off")
     lines = [
         "---",
@@ -122,6 +124,7 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
         *_split_lines(metrics),
         "",
         "The group ids of every part are listed in `metrics.json`.",
+        *_cv_split_note(metrics),
         "",
         "## Training recipe",
         "",
@@ -136,8 +139,8 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
         *([f"- batch-norm statistics re-estimated on {recipe.recalibrate_bn} training images with "
            "dropout off before each validation (`recalibrate_bn`)"] if recipe.recalibrate_bn else []),
         f"- epochs: up to {recipe.epochs} (frozen-backbone epochs: {recipe.freeze_epochs}); "
-        f"{tr['stop_reason']}; best epoch {tr['best_epoch']} by validation loss (weights of that "
-        f"epoch are shipped)",
+        f"{tr['stop_reason']}; best epoch {tr['best_epoch']} by validation loss ("
+        + ("weights of that epoch are shipped)" if recipe.save_weights else "the results are that epoch's)"),
         f"- training time {tr['seconds']:.0f} s on {metrics['machine']['torch_threads']} CPU "
         f"thread(s) (torch {metrics['machine']['torch']}), shared with other training jobs",
         f"- re-make: `python -m medmodels train --recipe recipes/{recipe.task}_{recipe.name}.yaml`",
@@ -173,6 +176,14 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
 CV_KEYS = ("accuracy", "balanced_accuracy", "mcc", "roc_auc")
 
 
+def _cv_split_note(metrics: dict[str, Any]) -> list[str]:
+    cv = metrics.get("cv")
+    if not cv or "folds" not in cv:
+        return []
+    return ["", f"This is the split of the last fold ({cv['folds'][-1]['fold']} of {len(cv['folds'])}); "
+            "every fold is under Cross-validation below."]
+
+
 def _cv_lines(metrics: dict[str, Any]) -> list[str]:
     """Per-fold and mean ± std test metrics of a grouped k-fold run (``medmodels.train.cv``)."""
     cv = metrics.get("cv")
@@ -187,10 +198,14 @@ def _cv_lines(metrics: dict[str, Any]) -> list[str]:
                     + " | ".join(format_value(t.get(k), 3) for k in CV_KEYS) + " |")
     spread = ", ".join(f"{k} {format_value(cv['mean'].get(k), 3)} ± {format_value(cv['std'].get(k), 3)}"
                        for k in CV_KEYS)
+    split = metrics.get("recipe", {}).get("split", {})
+    which = ("every development group (the train and val groups of the fixed split; its test "
+             "groups are in no fold) is in exactly one test fold"
+             if split.get("cv_scope") == "development" else "every group is in exactly one test fold")
     return ["", "## Cross-validation", "",
-            f"{cv['n_folds']}-fold cross-validation by group: every group is in exactly one test "
-            "fold, and each fold's model is trained on the other groups with the same recipe "
-            "(seed + fold - 1). The results above are those of the last fold.", "", *rows, "",
+            f"{cv['n_folds']}-fold cross-validation by group: {which}, and each fold's model is "
+            "trained on the other groups with the same recipe (seed + fold - 1). The results "
+            "above are those of the last fold.", "", *rows, "",
             f"Mean ± standard deviation over folds: {spread}."]
 
 
