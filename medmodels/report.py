@@ -218,8 +218,12 @@ def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
             continue
         accs = [f["test"]["metrics"]["accuracy"] for f in cv["folds"]]
         mean, std = cv["mean"], cv["std"]
+        shipped = runs.get(m["model"])
+        which = (f"the shipped `{m['model']}` recipe"
+                 if shipped is None or _same_model_recipe(m["recipe"], shipped["recipe"])
+                 else f"an earlier `{m['model']}` recipe, not the one shipped (see its notes)")
         lines += [
-            f"Cross-validation by {word} (`{name}`: the `{m['model']}` recipe, {cv['n_folds']} folds "
+            f"Cross-validation by {word} (`{name}`: {which}, {cv['n_folds']} folds "
             f"over all {m['data']['n_groups']} {word}s, every {word} in one test fold; metrics only):",
             "",
             *_table(["", "accuracy", "MCC", "sensitivity", "specificity"],

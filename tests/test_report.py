@@ -160,9 +160,14 @@ def test_a_cross_validation_run_reports_its_spread(tmp_path):
     text = render_report(root)
     block = text.split("Cross-validation by slide (`shallow_cnn3_cv3`")[1]
     assert "3 folds over all 34 slides" in block
+    assert block.startswith(": the shipped `shallow_cnn3` recipe,")
     assert "| mean ± sd | 91.33% ± 2.87% | 0.800 ± 0.050 |" in block
     assert "ranges from 88.00% to 95.00%" in block
     assert "| shallow_cnn3_cv3 |" not in text  # not a row of the paper-vs-ours table
+    m["recipe"]["input_size"] = 48  # the shipped recipe has moved on since the CV ran
+    path.write_text(json.dumps(m))
+    block = render_report(root).split("Cross-validation by slide (`shallow_cnn3_cv3`")[1]
+    assert block.startswith(": an earlier `shallow_cnn3` recipe, not the one shipped (see its notes),")
 
 
 def test_development_cross_validation_runs_form_a_model_selection_table(tmp_path):

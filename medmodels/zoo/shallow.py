@@ -2,7 +2,8 @@
 
 Malaria (Fig. 2 of the paper is not in the text): each "layer" is a conv 3x3 (same padding)
 + ReLU + 2x2 max-pool block with 32, 64, 128 filters; then flatten, dense 64 + ReLU,
-dropout 0.5 and the output layer, on 64x64 RGB crops. The 1-layer net keeps the same
+dropout 0.5 and the output layer, on 64x64 RGB crops (80x80 for the shipped 3-layer net, see
+the catalog). The 1-layer net keeps the same
 head, so its dense layer is the widest (32x32x32 inputs): that is the model the paper saw
 collapse.
 
