@@ -158,7 +158,10 @@ def test_explore_settings_change_the_maps() -> None:
     at.checkbox(key="explore_faith").uncheck().run()
     assert_clean(at)
     assert not any(c.value.startswith("deletion ") for c in at.caption)
-    assert any("window 8" in cap for cap in image_captions(at))  # default: an eighth of 64 px
+    from medmodels.zoo import list_models
+
+    side = list_models("malaria")[0].preprocess.input_size  # the page's default model
+    assert any(f"window {side // 8}" in cap for cap in image_captions(at))  # default: an eighth
     at.slider(key="explore_window").set_value(32).run()
     assert_clean(at)
     assert any("window 32" in cap for cap in image_captions(at))

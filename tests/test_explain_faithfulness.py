@@ -199,7 +199,19 @@ def test_map_comparisons() -> None:
     c[4:] = 1 + rng.random((4, 8))
     assert topk_iou(b, c, 0.25) == 0.0
     with pytest.raises(ExplainError, match="shapes"):
-        map_rank_correlation(a, np.zeros((4, 4)))
+        map_rank_correlation(a, np.zeros((3, 4, 4)))
+
+
+def test_maps_of_models_with_different_input_sizes_are_compared_on_one_grid() -> None:
+    small = np.zeros((8, 8))
+    small[:4, :4] = 1.0  # top-left quarter, as a 64 px model would see it
+    large = np.zeros((10, 10))
+    large[:5, :5] = 1.0  # the same quarter on an 80 px model's grid
+    assert map_rank_correlation(small, large) > 0.8 and map_rank_correlation(large, small) > 0.8
+    assert topk_iou(small, large, 0.25) > 0.7
+    elsewhere = np.zeros((10, 10))
+    elsewhere[5:, 5:] = 1.0
+    assert topk_iou(small, elsewhere, 0.25) == 0.0
 
 
 def test_overlay_blends_the_map_over_the_image() -> None:

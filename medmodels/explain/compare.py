@@ -7,10 +7,30 @@ from scipy.stats import spearmanr
 from medmodels.explain.baselines import ExplainError
 
 
+def _resized(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Bilinear resampling of a 2-D map onto ``shape`` (both cover the whole input image)."""
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.as_tensor(m, dtype=torch.float64)[None, None]
+    return F.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two maps as flat vectors on one grid.
+
+    Models of one task may read different input sizes (the malaria 3-layer net reads 80 px,
+    VGG-16 64 px); each map covers the whole image, so the smaller map is resampled onto
+    the larger one's grid before pixels are compared.
+    """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
-        raise ExplainError(f"Cannot compare maps of shapes {a.shape} and {b.shape}.")
+        if a.ndim != 2 or b.ndim != 2:
+            raise ExplainError(f"Cannot compare maps of shapes {a.shape} and {b.shape}.")
+        if a.size < b.size:
+            a = _resized(a, b.shape)
+        else:
+            b = _resized(b, a.shape)
     return a.ravel(), b.ravel()
 
 

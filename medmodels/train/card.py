@@ -124,7 +124,7 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
         *_split_lines(metrics),
         "",
         "The group ids of every part are listed in `metrics.json`.",
-        *_cv_split_note(metrics),
+        *(_cv_split_note(metrics) if cv_section else []),
         "",
         "## Training recipe",
         "",
