@@ -275,7 +275,8 @@ def model_selection_lines(runs: dict[str, dict[str, Any]], word: str) -> list[st
         for n in variants:
             cv = chosen[n]["cv"]
             same = shipped is not None and _same_model_recipe(chosen[n]["recipe"], shipped["recipe"])
-            rows.append([f"`{n}` (the shipped recipe)" if same else f"`{n}`", f"{_pct(cv['mean'].get('accuracy'))} ± {_pct(cv['std'].get('accuracy'))}",
+            rows.append([f"`{n}` (the shipped recipe)" if same else f"`{n}`",
+                         f"{_pct(cv['mean'].get('accuracy'))} ± {_pct(cv['std'].get('accuracy'))}",
                          f"{_f(cv['mean'].get('mcc'), 3)} ± {_f(cv['std'].get('mcc'), 3)}",
                          " / ".join(_pct(f["test"]["metrics"]["accuracy"]) for f in cv["folds"])])
         any_m = chosen[variants[0]]

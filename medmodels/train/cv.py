@@ -26,6 +26,7 @@ from medmodels.train.run import (
     _cache_key,
     decode_all,
     default_out_dir,
+    grouped_parts,
     model_entry,
     recipe_samples,
     run_log,
@@ -38,11 +39,8 @@ log = logging.getLogger(__name__)
 
 def development_indices(recipe: Recipe, labels: np.ndarray, groups: list[str | None]) -> np.ndarray:
     """Indices outside the fixed split's test part (its train + val groups)."""
-    from medmodels.data.splits import grouped_split
-
-    fractions = [f for f in recipe.split.fractions if f > 0]
-    parts = grouped_split(labels, groups, fractions, seed=recipe.split.seed)
-    return np.sort(np.concatenate(parts[:-1]))
+    parts = grouped_parts(recipe, labels, groups)
+    return np.sort(np.concatenate([parts["train"], parts["val"]]))
 
 
 def fold_splits(recipe: Recipe, labels: np.ndarray, groups: list[str | None]) -> list[dict[str, np.ndarray]]:

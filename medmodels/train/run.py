@@ -144,8 +144,14 @@ def split_indices(recipe: Recipe, pool: LabelledSet) -> dict[str, np.ndarray]:
                                        random_state=recipe.split.seed)
                       if fractions[1] > 0 else (rest, rest[:0]))
         return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    return grouped_parts(recipe, labels, pool.groups)
+
+
+def grouped_parts(recipe: Recipe, labels: np.ndarray, groups: Sequence[str | None]) -> dict[str, np.ndarray]:
+    """The fixed by-group train / val / test split of ``split.fractions`` and ``split.seed``."""
+    fractions = recipe.split.fractions
     names = [n for n, f in zip(SPLIT_NAMES, fractions) if f > 0]
-    parts = grouped_split(labels, pool.groups, [f for f in fractions if f > 0], seed=recipe.split.seed)
+    parts = grouped_split(labels, groups, [f for f in fractions if f > 0], seed=recipe.split.seed)
     out = {n: np.asarray([], dtype=int) for n in SPLIT_NAMES}
     out.update(dict(zip(names, parts)))
     return out
