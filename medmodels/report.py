@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from medmodels.latency import TIMING_FILE, read_timing
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TIMING_FILE = "inference_timing.json"
 NOT_SHIPPED = "No weights shipped:"  # how a card without weights opens its first paragraph
 
 # ---------------------------------------------------------------- the papers' tables (quoted)
@@ -110,13 +111,6 @@ def read_runs(weights_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
         metrics["_has_weights"] = (path.parent / "model.safetensors").is_file()
         runs.setdefault(task, {})[name] = metrics
     return runs
-
-
-def read_timing(weights_dir: Path, task: str) -> dict[str, Any] | None:
-    path = weights_dir / task / TIMING_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------- formatting

@@ -8,6 +8,7 @@ because they live as long as the process.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -337,6 +338,26 @@ def test_compare_shallow_vs_deep_measures_latency_and_cam_similarity() -> None:
     cams = frame(at, "rank correlation (Spearman)")
     assert len(cams) == 2 and cams.iloc[:, 2].between(-1, 1).all() and cams.iloc[:, 3].between(0, 1).all()
     assert [m.label for m in at.metric] == ["Images", "Same predicted class", "Cohen's κ"]
+
+
+def test_compare_prefers_a_stored_same_run_timing_over_after_training_numbers(weights: Path) -> None:
+    """After-training latencies depend on what else the machine ran; a same-run timing replaces them."""
+    at = page("compare")
+    at.radio(key="compare_mode").set_value("depth").run()
+    assert_clean(at)
+    assert "CPU ms / image, after training" in frame(at, "size on disk (MB)").columns
+    assert any("may not compare" in c.value for c in at.caption)
+    timing = weights / "malaria" / "inference_timing.json"
+    timing.write_text(json.dumps({"created": "2999-01-01T00:00:00+00:00", "models": {
+        "shallow_cnn3": {"ms_per_image_batch1": 3.0}, "vgg16": {"ms_per_image_batch1": 27.0}}}))
+    try:
+        at.run()
+        assert_clean(at)
+        size = frame(at, "size on disk (MB)")
+        assert list(size["CPU ms / image, timed together (stored)"]) == [3.0, 27.0]
+        assert any("timed in one process" in c.value for c in at.caption)
+    finally:
+        timing.unlink()
 
 
 def test_compare_teacher_student_without_weights_says_so() -> None:
