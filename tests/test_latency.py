@@ -11,6 +11,12 @@ def _metrics(created: str, ms: float) -> dict:
     return {"created": created, "inference_ms": {"ms_per_image_batch1": ms}}
 
 
+def _same_run(measured: str) -> dict:
+    """A teacher-and-student timing record as ``--latency`` writes it into metrics.json."""
+    return {"measured": measured,
+            "models": {"a": {"ms_per_image_batch1": 6.5}, "b": {"ms_per_image_batch1": 139.6}}}
+
+
 def _folders(root: Path, task: str, *names: str) -> dict[str, Path]:
     return {n: root / task / n for n in names}
 
@@ -24,8 +30,7 @@ def test_without_a_same_run_record_each_run_keeps_its_own_number(tmp_path: Path)
 
 
 def test_a_same_run_record_in_metrics_replaces_the_after_training_numbers(tmp_path: Path) -> None:
-    same = {"measured": "2026-01-03T00:00:00+00:00",
-            "models": {"a": {"ms_per_image_batch1": 6.5}, "b": {"ms_per_image_batch1": 139.6}}}
+    same = _same_run("2026-01-03T00:00:00+00:00")
     metrics = {"a": {**_metrics("2026-01-01T00:00:00+00:00", 20.8), "latency_same_run": same},
                "b": {**_metrics("2026-01-02T00:00:00+00:00", 100.0), "latency_same_run": same}}
     got = stored_latency("covid", _folders(tmp_path, "covid", "a", "b"), metrics)
@@ -34,8 +39,7 @@ def test_a_same_run_record_in_metrics_replaces_the_after_training_numbers(tmp_pa
 
 
 def test_a_record_older_than_a_training_run_is_stale(tmp_path: Path) -> None:
-    same = {"measured": "2026-01-02T00:00:00+00:00",
-            "models": {"a": {"ms_per_image_batch1": 6.5}, "b": {"ms_per_image_batch1": 139.6}}}
+    same = _same_run("2026-01-02T00:00:00+00:00")
     # "a" was re-trained after the timing
     metrics = {"a": {**_metrics("2026-01-05T00:00:00+00:00", 20.8), "latency_same_run": same},
                "b": {**_metrics("2026-01-01T00:00:00+00:00", 100.0), "latency_same_run": same}}
