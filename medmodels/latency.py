@@ -28,6 +28,14 @@ def read_timing(weights_dir: Path, task: str) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def is_current(measured: str, metrics: Mapping[str, Any]) -> bool:
+    """Whether a timing taken at ``measured`` (ISO, UTC) is of this run's model, not an older one.
+
+    A model re-trained after the timing (perhaps at another input size) makes it stale.
+    """
+    return str(measured) >= str(metrics.get("created") or "")
+
+
 @dataclass(frozen=True)
 class StoredLatency:
     """Batch-1 CPU milliseconds per image for a set of models, and how they were measured."""
@@ -59,9 +67,8 @@ def stored_latency(task: str, folders: Mapping[str, Path],
     same-run record counts only if it was measured after every model's training (a model
     re-trained since, perhaps at another input size, makes the record stale).
     """
-    trained = [str(m.get("created") or "") for m in metrics.values()]
     for measured, models in _same_run_records(task, folders, metrics):
-        if all(measured >= t for t in trained) and all(BATCH1 in (models.get(n) or {}) for n in metrics):
+        if all(is_current(measured, m) and BATCH1 in (models.get(n) or {}) for n, m in metrics.items()):
             return StoredLatency({n: float(models[n][BATCH1]) for n in metrics}, True, measured)
     own = {n: (m.get("inference_ms") or {}).get(BATCH1) for n, m in metrics.items()}
     return StoredLatency(own, False, None)

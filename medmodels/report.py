@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medmodels.latency import TIMING_FILE, read_timing
+from medmodels.latency import TIMING_FILE, is_current, read_timing
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def _split_sentence(m: dict[str, Any]) -> str:
 
 
 def _timing_of(m: dict[str, Any], timing: dict[str, Any] | None, name: str) -> Any:
-    if timing and name in timing.get("models", {}):
+    if timing and name in timing.get("models", {}) and is_current(timing.get("created", ""), m):
         return timing["models"][name].get("ms_per_image_batch1")
     return (m.get("inference_ms") or {}).get("ms_per_image_batch1")
 

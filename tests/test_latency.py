@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medmodels.latency import TIMING_FILE, stored_latency
+from medmodels.latency import TIMING_FILE, is_current, stored_latency
 
 
 def _metrics(created: str, ms: float) -> dict:
@@ -69,3 +69,12 @@ def test_the_shipped_teacher_and_students_compare_from_one_timing() -> None:
     got = stored_latency("covid", {n: root / n for n in names}, metrics)
     assert got.same_run
     assert got.ms_batch1["mobilenet_v2_kd"] < got.ms_batch1["kd_teacher"] / 5
+
+
+def test_the_report_ignores_a_timing_older_than_the_model() -> None:
+    from medmodels.report import _timing_of
+
+    timing = {"created": "2026-01-02T00:00:00+00:00", "models": {"a": {"ms_per_image_batch1": 3.0}}}
+    assert is_current(timing["created"], {"created": "2026-01-01T00:00:00+00:00"})
+    assert _timing_of(_metrics("2026-01-01T00:00:00+00:00", 9.0), timing, "a") == 3.0
+    assert _timing_of(_metrics("2026-01-03T00:00:00+00:00", 9.0), timing, "a") == 9.0  # re-trained since
