@@ -611,3 +611,53 @@ def test_unlabelled_upload_without_images() -> None:
         "The zip 'upload' holds 1 file but no readable images. For example, 'notes.txt': not an image "
         "file (.txt); images must be PNG, JPEG, TIFF, BMP, GIF or WebP."
     )
+
+
+# ---------------------------------------------------------------- CSV export (formula injection)
+
+FORMULA_NAMES = ("=cmd|' -c calc'!A0.png", "+SUM(1+1).png", "@SUM(1).png", "-2+3.png", "\tx.png", "\ry.png")
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised() -> None:
+    from medmodels.csv_safety import neutralise, restore
+
+    for name in FORMULA_NAMES:
+        assert neutralise(name) == "'" + name and restore(neutralise(name)) == name
+    for value in ("a.png", "-0.25", "+1e-3", 3, -1.5, None, "'quoted.png"):
+        assert neutralise(value) == value
+        assert restore(value) == value if isinstance(value, str) else True
+
+
+def test_per_image_csv_round_trips_formula_names_and_patient_ids(image_bytes: MakeImage) -> None:
+    """The Evaluate download: no cell starts like a formula, and it reads back as a label CSV."""
+    import csv as csv_module
+
+    import pandas as pd
+
+    from medmodels.csv_safety import frame_to_csv
+
+    groups = ("=HYPERLINK(\"http://x\")", "+A1", "@x", "-x", "p5", "=1+1")
+    rows = [
+        {"file": n, "group": g, "label": CLASSES[i % 2], "predicted": CLASSES[0], "p_Parasitized": -0.0}
+        for i, (n, g) in enumerate(zip(FORMULA_NAMES, groups))
+    ]
+    text = frame_to_csv(pd.DataFrame(rows))
+    cells = [c for row in csv_module.reader(io.StringIO(text, newline="")) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r") and c != "-0.0"]
+    table = parse_labels_csv(text.encode(), CLASSES)
+    assert [r.filename for r in table.rows] == [n.strip() for n in FORMULA_NAMES]
+    assert [r.group for r in table.rows] == list(groups)
+    # and the same CSV labels a zip holding files with those names
+    names = tuple(n for n in FORMULA_NAMES if n == n.strip())
+    kept = "\n".join(line for line in text.splitlines() if not any(c in line for c in "\t\r")) + "\n"
+    zipped = _zip([(f"images/{n}", image_bytes()) for n in names])
+    result = read_labelled_set(zipped, CLASSES, labels_csv=kept.encode())
+    assert sorted(s.name.split("/")[-1] for s in result.samples) == sorted(names)
+
+
+def test_cli_and_training_csv_writers_neutralise_cells(tmp_path: Path) -> None:
+    from medmodels.train.xray import write_predictions
+
+    path = tmp_path / "predictions.csv"
+    write_predictions(path, [{"file": "=1+1.png", "patient": "@p", "label": "a", "score_a": -0.5, "fold": 1}], ["a"])
+    assert path.read_text().splitlines()[1] == "'=1+1.png,'@p,a,-0.500000,1"

@@ -17,6 +17,7 @@ from dashboard.common import (
     task_picker,
 )
 from dashboard.explain_ui import explanation_grid, settings_panel
+from medmodels.csv_safety import frame_to_csv
 from medmodels.errors import MedModelsError
 
 page_header(
@@ -198,7 +199,7 @@ for name, res in results.items():
     all_rows += [{"model": name, **row} for row in ev_rows]
 st.download_button(
     "Download per-image results (CSV)",
-    pd.DataFrame(all_rows).to_csv(index=False),
+    frame_to_csv(pd.DataFrame(all_rows)),
     file_name=f"{task.name}_per_image.csv",
     mime="text/csv",
     key="evaluate_csv_download",

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from medmodels.csv_safety import restore
 from medmodels.data.archive import printable
 from medmodels.data.samples import Skipped
 from medmodels.errors import DatasetError
@@ -185,8 +186,9 @@ def parse_labels_csv(
 
 
 def _cell_reader(cells: list[str]) -> Callable[[int | None], str]:
-    """Cell by column index; short rows read as empty cells."""
-    return lambda i: cells[i].strip() if i is not None and i < len(cells) else ""
+    """Cell by column index; short rows read as empty cells. The quote ``csv_safety`` puts
+    before a formula-like cell is dropped, so a per-image CSV written here reads back."""
+    return lambda i: restore(cells[i].strip()) if i is not None and i < len(cells) else ""
 
 
 def _read_rows(

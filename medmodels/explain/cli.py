@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from medmodels.csv_safety import frame_to_csv
 from medmodels.explain.baselines import BASELINES, ExplainError
 from medmodels.explain.faithfulness import deletion_insertion
 from medmodels.explain.methods import METHODS, ExplainSettings, explain
@@ -151,6 +152,6 @@ def run(args: argparse.Namespace) -> int:
                 "random_deletion_auc": float(faith.random_deletion_auc[i]),
                 "random_insertion_auc": float(faith.random_insertion_auc[i]),
             })
-    pd.DataFrame(rows, columns=list(CSV_COLUMNS)).to_csv(out / CSV_NAME, index=False)
+    frame_to_csv(pd.DataFrame(rows, columns=list(CSV_COLUMNS)), out / CSV_NAME)
     log.info("wrote %d overlays and %s to %s", len(rows), CSV_NAME, out)
     return 0

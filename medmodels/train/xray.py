@@ -18,7 +18,6 @@ Recipe files are ordinary engine recipes plus an optional ``xray:`` mapping
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import hashlib
 import json
@@ -37,6 +36,7 @@ import torch
 import yaml
 from torch import nn
 
+from medmodels.csv_safety import write_rows
 from medmodels.data.samples import LabelledSet, Sample
 from medmodels.train.loop import FitResult, TensorData, fit
 from medmodels.train.recipe import Recipe, RecipeError, read_recipe_mapping, recipe_from_dict
@@ -475,10 +475,8 @@ def write_predictions(path: Path, rows: list[dict[str, Any]], classes: Sequence[
     columns = ["file", "patient", "label", *[f"score_{c}" for c in classes], "fold"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+        formatted = [{k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+        write_rows(fh, formatted, columns)
 
 
 def cv_summary(fold_reports: list[dict[str, Any]], fold_scores: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
