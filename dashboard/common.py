@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,29 @@ FAMILY_WORDS = {
 }
 
 
+# Every ASCII punctuation character may be backslash-escaped in (GitHub-flavoured) Markdown.
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def as_text(value: object) -> str:
+    """``value`` made inert for Streamlit's Markdown: the one way user text reaches the page.
+
+    File and folder names, CSV headers and values, DICOM tags and error messages that embed
+    them are all Markdown inside ``st.error``, ``st.caption`` and image captions, so
+    ``![x](http://host/)`` would draw an image (and fetch it), ``[a](javascript:...)`` a link,
+    ``:red[..]`` colour and ``$..$`` maths. Every ASCII punctuation character is escaped with a
+    backslash (which also stops bare URLs becoming links), control characters are replaced,
+    and raw HTML is never enabled. Dataframe cells and widget options are plain text already.
+    """
+    text = "".join(ch if ch.isprintable() else "\ufffd" for ch in str(value))
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+def show_error(message: object) -> None:
+    """An error message (which may embed user text) shown as text in a red box."""
+    st.error(as_text(message))
+
+
 def notice() -> None:
     """The disclaimer shown at the top of every page."""
     st.warning(NOTICE, icon=":material/health_and_safety:")
@@ -61,10 +85,10 @@ def page_errors(what: str = "This step") -> Iterator[None]:
     try:
         yield
     except MedModelsError as err:
-        st.error(str(err))
+        show_error(err)
     except Exception as err:  # noqa: BLE001 - the page must never show a traceback
         log.exception("%s failed", what)
-        st.error(f"{what} failed unexpectedly ({type(err).__name__}); the details were logged on the server.")
+        show_error(f"{what} failed unexpectedly ({type(err).__name__}); the details were logged on the server.")
 
 
 def digest(data: bytes) -> str:
@@ -218,6 +242,6 @@ def read_inputs(uploads: Sequence, examples: Sequence[tuple[str, Path]]) -> list
         try:
             images.append(InputImage(name, key, decode_image(key, name, data), label))
         except ImageReadError as err:
-            st.error(str(err))
+            show_error(err)
     log.info("read %d image(s), %d left out", len(images), len(items) - len(images))
     return images

@@ -9,6 +9,7 @@ from dashboard import charts, compute
 from dashboard import evaluation_ui as ui
 from dashboard.common import (
     InputImage,
+    as_text,
     decode_image,
     digest,
     model_picker,
@@ -55,7 +56,7 @@ if not entries or not sets:
     st.stop()
 first = next(iter(sets.values()))
 st.caption(
-    f"{first.label}: {len(first.data)} labelled images"
+    f"{as_text(first.label)}: {len(first.data)} labelled images"
     + (", one split per model" if source == "heldout" else "")
     + "."
 )

@@ -11,6 +11,7 @@ import streamlit as st
 from dashboard import charts, compute
 from dashboard.common import (
     IMAGE_TYPES,
+    as_text,
     example_files,
     model_picker,
     page_errors,
@@ -92,7 +93,7 @@ with page_errors("Prediction"):
     )
     chosen = images[current or 0]
     bars, img_col = st.columns([3, 1])
-    img_col.image(chosen.image, caption=chosen.name, width="stretch")
+    img_col.image(chosen.image, caption=as_text(chosen.name), width="stretch")
     bars.plotly_chart(charts.probability_bars(per_image[chosen.key], task.classes), key="explore_bars")
     item = chosen
 if item is None:  # the predictions failed; the message is shown above
