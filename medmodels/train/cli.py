@@ -35,8 +35,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from medmodels.train import segmentation
     from medmodels.train.cv import run_cv
     from medmodels.train.run import run_recipe
+
+    if segmentation.is_segmentation_recipe(args.recipe):  # kind: segmentation (lung-field U-Net)
+        print(segmentation.run_segmentation(segmentation.load_seg_recipe(args.recipe), args.out))
+        return 0
 
     try:  # the chest X-ray recipes have their own runner (fold-1 held-out split, audits)
         from medmodels.train import xray

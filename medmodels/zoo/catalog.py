@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from medmodels.zoo import kd, quadsnet, shallow, torchvision_nets  # noqa: F401  (register archs)
+from medmodels.zoo import unet  # noqa: F401  (the lung-field U-Net arch; its task table is there)
 from medmodels.zoo.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,
