@@ -9,8 +9,10 @@ A trained model is a folder laid out like a Hub model repo::
                           README.md           model card
 
 On the Hub, one repository holds every model under the same ``<task>/<model>/`` paths,
-pinned to a revision. Loading always checks the sha256 and the architecture named in
-config.json against the registry before touching the weights.
+pinned to a commit. A download is checked against the sha256 in config.json (and the Hub's
+own sha256 ETag for LFS files) before anything is returned; a mismatch is removed from the
+cache. Loading always checks the sha256 and the architecture named in config.json against
+the registry before touching the weights.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +42,8 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "README.md"
 HUB_CONFIG_FILE = REPO_ROOT / "hub.toml"
+COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -46,13 +51,17 @@ class HubSettings:
     """Where weights come from. Environment variables override ``hub.toml``.
 
     ``MEDMODELS_WEIGHTS_DIR``, ``MEDMODELS_HUB_REPO``, ``MEDMODELS_HUB_REVISION``,
-    ``MEDMODELS_HUB_CACHE`` (default: huggingface_hub's own cache).
+    ``MEDMODELS_HUB_CACHE`` (default: huggingface_hub's own cache under ``HF_HOME``).
+    ``endpoint`` is read from ``HF_ENDPOINT`` when the settings are made, not when
+    huggingface_hub was imported, and passed to every download. A private repository needs
+    ``HF_TOKEN``, which huggingface_hub reads itself.
     """
 
     weights_dir: Path = REPO_ROOT / "weights"
     repo_id: str | None = None
-    revision: str = "main"
+    revision: str | None = None  # a commit id for deployments; a branch only while developing
     cache_dir: Path | None = None
+    endpoint: str | None = None
 
     @classmethod
     def from_env(cls, config_file: Path = HUB_CONFIG_FILE) -> HubSettings:
@@ -66,8 +75,9 @@ class HubSettings:
         return cls(
             weights_dir=(REPO_ROOT / weights_dir) if weights_dir else REPO_ROOT / "weights",
             repo_id=env.get("MEDMODELS_HUB_REPO") or cfg.get("repo_id") or None,
-            revision=env.get("MEDMODELS_HUB_REVISION") or cfg.get("revision") or "main",
+            revision=env.get("MEDMODELS_HUB_REVISION") or cfg.get("revision") or None,
             cache_dir=Path(cache_dir) if cache_dir else None,
+            endpoint=(env.get("HF_ENDPOINT") or "").rstrip("/") or None,
         )
 
 
@@ -151,22 +161,100 @@ def _local_folder(entry: ModelEntry, settings: HubSettings) -> Path | None:
 
 
 def _hub_folder(entry: ModelEntry, settings: HubSettings, local_only: bool) -> Path:
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+
+    fetched: list[Path] = []
 
     def fetch(filename: str) -> Path:
-        return Path(hf_hub_download(
+        path = Path(hf_hub_download(
             repo_id=settings.repo_id, filename=f"{entry.task}/{entry.name}/{filename}",
             revision=settings.revision, cache_dir=settings.cache_dir, local_files_only=local_only,
+            endpoint=settings.endpoint,
         ))
+        fetched.append(path)
+        return path
 
-    folder = fetch(CONFIG_FILE).parent
-    fetch(WEIGHTS_FILE)
+    config_path = fetch(CONFIG_FILE)
+    weights_path = fetch(WEIGHTS_FILE)
+    if not local_only:
+        problem = _hash_problem(config_path, weights_path)
+        if problem:
+            _purge_cached(fetched)
+            raise WeightsError(
+                f"{entry.key}: the {WEIGHTS_FILE} downloaded from {settings.repo_id}@{settings.revision} "
+                f"{problem}; it was removed from the cache and nothing was loaded."
+            )
     for optional in (METRICS_FILE, CARD_FILE):
+        # The cache also records files the Hub said it does not have: no request (and no
+        # retries against an unreachable Hub) for an optional file already known to be absent.
+        known = try_to_load_from_cache(settings.repo_id, f"{entry.task}/{entry.name}/{optional}",
+                                       cache_dir=settings.cache_dir, revision=settings.revision)
+        if known is _CACHED_NO_EXIST or isinstance(known, str) or local_only:
+            continue
         try:
             fetch(optional)
         except Exception:  # noqa: BLE001 - a model card is optional; weights are not
             log.debug("%s: no %s on the Hub", entry.key, optional)
-    return folder
+    return config_path.parent
+
+
+def _hash_problem(config_path: Path, weights_path: Path) -> str | None:
+    """Why a downloaded weights file must not be kept, or None when its sha256 checks out.
+
+    Checked against config.json's sha256 and, for a file the Hub stores in LFS, against the
+    blob name huggingface_hub gave it (the server's sha256 ETag), so that neither a wrong
+    file on the server nor a corrupted transfer ends up in the cache.
+    """
+    actual = sha256_of(weights_path)
+    try:
+        expected = json.loads(config_path.read_text()).get("sha256")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return f"comes with a {CONFIG_FILE} that is not valid JSON"
+    if expected != actual:
+        return f"has sha256 {actual[:12]}…, but its {CONFIG_FILE} says {str(expected)[:12]}…"
+    blob = weights_path.resolve().name
+    if _SHA256.fullmatch(blob) and blob != actual:
+        return f"has sha256 {actual[:12]}…, but the Hub announced {blob[:12]}… (a corrupted transfer)"
+    return None
+
+
+def _purge_cached(paths: list[Path]) -> None:
+    """Remove downloaded files from the Hub cache: snapshot entries and blobs no other entry uses."""
+    for path in paths:
+        blob = path.resolve() if path.is_symlink() else None
+        path.unlink(missing_ok=True)
+        if blob is None:
+            continue
+        snapshots = blob.parent.parent / "snapshots"
+        still_used = any(p.is_symlink() and p.resolve() == blob for p in snapshots.rglob("*"))
+        if not still_used:
+            blob.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != snapshots and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+
+def _hub_failure(err: Exception, settings: HubSettings, local_only: bool) -> str:
+    """Why the Hub gave nothing, as the end of a sentence naming what a user can change."""
+    kind = type(err).__name__
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return (f"was not found or is not accessible ({kind}); for a private repository set HF_TOKEN "
+                "to a token that can read it")
+    if kind in ("RevisionNotFoundError", "RemoteEntryNotFoundError", "EntryNotFoundError"):
+        return f"does not have it ({kind})"
+    if kind == "LocalEntryNotFoundError":
+        from huggingface_hub import constants
+
+        if local_only:
+            return "is not in the local Hub cache (nothing is downloaded just to list models)"
+        if constants.is_offline_mode():
+            return "is not in the local Hub cache and downloads are switched off (HF_HUB_OFFLINE)"
+        host = settings.endpoint or constants.ENDPOINT
+        return (f"could not be reached at {host} and is not in the local Hub cache; check the network "
+                "or HF_ENDPOINT, or ship the weights folder")
+    first = str(err).splitlines()[0] if str(err) else "not found"
+    return f"gave {kind}: {first}"
 
 
 def resolve_weights(
@@ -175,7 +263,8 @@ def resolve_weights(
     """The folder holding ``task/name``'s weights: local first, else the Hub (pinned revision).
 
     ``allow_download=False`` looks only in the local folder and the Hub cache, so that
-    listing available models never waits on the network.
+    listing available models never waits on the network. A download is verified (sha256)
+    before it is returned and removed from the cache when it does not match.
     """
     entry = get_entry(task, name)
     settings = settings or HubSettings.from_env()
@@ -188,13 +277,20 @@ def resolve_weights(
             f"No trained weights for {entry.key}: nothing in {where_local} and no Hugging Face "
             "Hub repository configured (set MEDMODELS_HUB_REPO or hub.toml)."
         )
+    if not settings.revision:
+        raise WeightsError(
+            f"No trained weights for {entry.key}: nothing in {where_local}, and the Hub repository "
+            f"{settings.repo_id} has no pinned revision (set revision in hub.toml or "
+            "MEDMODELS_HUB_REVISION to the commit id printed by `python -m medmodels push`)."
+        )
     try:
         folder = _hub_folder(entry, settings, local_only=not allow_download)
+    except WeightsError:
+        raise
     except Exception as err:  # noqa: BLE001 - huggingface_hub raises many types; all mean "not there"
         raise WeightsError(
             f"No trained weights for {entry.key}: nothing in {where_local}, and the Hub repository "
-            f"{settings.repo_id}@{settings.revision} gave {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else 'not found'}."
+            f"{settings.repo_id}@{settings.revision} {_hub_failure(err, settings, not allow_download)}."
         ) from None
     return ResolvedWeights(folder, f"hub:{settings.repo_id}@{settings.revision}")
 
