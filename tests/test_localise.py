@@ -1,0 +1,144 @@
+"""Localisation scores on maps with known answers, box handling, and the lung model's contract."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from medmodels.data.cell_crops import Box, cell_crop
+from medmodels.explain.localise import (
+    NO_POSITIVE_NOTE,
+    PixelBox,
+    box_from_meta,
+    box_in_crop,
+    box_mask,
+    box_problem,
+    box_score,
+    box_to_view,
+    dilate,
+    lung_scores,
+    positive_share,
+)
+from medmodels.lungs import NOT_FOUND_NOTE, LungField, segment_batch
+from medmodels.zoo.registry import Preprocess
+
+
+def _region(shape=(64, 64)) -> np.ndarray:
+    r = np.zeros(shape, bool)
+    r[10:30, 20:50] = True
+    return r
+
+
+def test_map_wholly_inside_scores_one() -> None:
+    region = _region()
+    a = np.where(region, np.random.default_rng(0).random(region.shape), 0.0)
+    s = positive_share(a, region)
+    assert s.inside == pytest.approx(1.0)
+    assert s.chance == pytest.approx(region.mean())
+
+
+def test_uniform_map_scores_the_region_share() -> None:
+    region = _region()
+    s = positive_share(np.ones(region.shape), region)
+    assert s.inside == pytest.approx(region.mean())
+    assert s.ratio == pytest.approx(1.0)
+
+
+def test_all_zero_map_is_reported_not_divided() -> None:
+    s = positive_share(np.zeros((64, 64)), _region())
+    assert s.inside is None and s.note == NO_POSITIVE_NOTE and s.ratio is None
+    assert NO_POSITIVE_NOTE in s.text()
+    neg = positive_share(-np.ones((64, 64)), _region())  # only evidence against the class
+    assert neg.inside is None
+
+
+def test_negative_attribution_is_left_out_and_region_resized() -> None:
+    region = _region((32, 32))
+    a = -np.ones((64, 64))
+    big = np.kron(region, np.ones((2, 2), bool))
+    a[big] = 2.0
+    s = positive_share(a, region)  # region at half the map's resolution
+    assert s.inside == pytest.approx(1.0)
+
+
+def test_box_score_and_frames() -> None:
+    pre = Preprocess(input_size=100)
+    view = box_to_view(PixelBox(40, 30, 80, 60), (200, 100), pre)  # squash: x/2, y
+    assert (view.x0, view.y0, view.x1, view.y1) == (20, 30, 40, 60)
+    a = np.zeros((100, 100))
+    a[35:55, 25:35] = 1.0
+    assert box_score(a, view).inside == pytest.approx(1.0)
+    assert box_score(np.ones((100, 100)), view).inside == pytest.approx(box_mask(view, (100, 100)).mean())
+    padded = box_to_view(PixelBox(0, 0, 100, 50), (100, 50), Preprocess(input_size=100, resize="pad_square"))
+    assert (padded.y0, padded.y1) == (25, 75)
+
+
+def test_bad_boxes_are_reported() -> None:
+    assert box_problem(10, 10, 5, 20, 100, 100) and "x1 <= x0" in box_problem(10, 10, 5, 20, 100, 100)
+    assert "outside" in box_problem(-5, 0, 20, 20, 100, 100)
+    assert "outside" in box_problem(0, 0, 120, 20, 100, 100)
+    assert box_problem(0, 0, 100, 100, 100, 100) is None
+    assert box_from_meta({"patient_id": "x"}, (100, 100)) == (None, None)
+    assert box_from_meta({"x0": "1", "y0": "2", "x1": "", "y1": "4"}, (100, 100))[1]
+    assert "not a number" in box_from_meta({"x0": "a", "y0": "2", "x1": "3", "y1": "4"}, (100, 100))[1]
+    box, problem = box_from_meta({"X0": "1", "y0": "2", "x1": "30", "y1": "40"}, (100, 100))
+    assert problem is None and box == PixelBox(1, 2, 30, 40)
+
+
+def test_box_in_crop_matches_the_crop() -> None:
+    img = Image.new("RGB", (640, 480))
+    box = Box("WBC", 100, 200, 180, 260)
+    crop = cell_crop(img, box)
+    inner = box_in_crop(box, img.size)
+    assert crop.width == crop.height == round(1.3 * 80)
+    assert inner.x1 - inner.x0 == 80 and inner.y1 - inner.y0 == 60
+    edge = box_in_crop(Box("WBC", 0, 0, 50, 50), img.size)  # crop shifted to stay inside
+    assert (edge.x0, edge.y0) == (0, 0)
+
+
+def _field(mask: np.ndarray, plausible: bool = True) -> LungField:
+    return LungField(mask.astype(np.float32), mask, (mask.shape[1], mask.shape[0]), float(mask.mean()),
+                     plausible, (0.1, 0.6))
+
+
+def test_lung_scores_plain_dilated_and_not_found() -> None:
+    mask = np.zeros((256, 256), bool)
+    mask[60:200, 40:120] = mask[60:200, 140:220] = True
+    field = _field(mask)
+    plain, wide = lung_scores(np.ones((128, 128)), field)
+    assert plain.inside == pytest.approx(mask.mean(), abs=0.01)
+    assert wide.chance > plain.chance and wide.inside > plain.inside
+    assert dilate(mask[::2, ::2]).sum() > mask[::2, ::2].sum()
+    bad = _field(np.zeros((256, 256), bool), plausible=False)
+    for s in lung_scores(np.ones((128, 128)), bad):
+        assert s.inside is None and NOT_FOUND_NOTE in s.note
+
+
+class _Const(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], 1, x.shape[2], x.shape[3]), self.value)
+
+
+def test_lung_model_shape_range_and_flag_on_a_synthetic_image() -> None:
+    from medmodels.zoo.unet import UNET_LITE0, unet_lite0
+
+    torch.manual_seed(0)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200), dtype=np.uint8))
+    field = segment_batch(unet_lite0().eval(), [img])[0]
+    s = UNET_LITE0.preprocess.input_size
+    assert field.probability.shape == field.mask.shape == (s, s)
+    assert field.probability.min() >= 0 and field.probability.max() <= 1
+    assert field.image_mask().shape == (300, 200)
+    assert 0 <= field.area_fraction <= 1
+    everything = segment_batch(_Const(10.0), [img])[0]
+    nothing = segment_batch(_Const(-10.0), [img])[0]
+    assert everything.area_fraction == pytest.approx(1.0) and not everything.plausible
+    assert nothing.area_fraction == 0 and not nothing.plausible and NOT_FOUND_NOTE in nothing.note
+    half = _Const(0.0)  # probability exactly 0.5 -> not lung
+    assert segment_batch(half, [img])[0].area_fraction == 0
