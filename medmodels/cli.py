@@ -19,7 +19,7 @@ log = logging.getLogger("medmodels")
 
 # Commands contributed by sub-packages: module exposing add_parser(subparsers) and run(args).
 PLUGIN_COMMANDS = ("medmodels.train.cli", "medmodels.explain.cli", "medmodels.report",
-                   "medmodels.data.crop_cli", "medmodels.lungs_cli")
+                   "medmodels.data.crop_cli", "medmodels.deploy_check", "medmodels.lungs_cli")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

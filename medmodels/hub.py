@@ -296,12 +296,26 @@ def resolve_weights(
 
 
 def weights_status(task: str, name: str, settings: HubSettings | None = None) -> tuple[bool, str]:
-    """(available, reason) without touching the network: for listings and the dashboard."""
+    """(available, reason) without touching the network: for listings and the dashboard.
+
+    A model that is neither local nor cached counts as available when a Hub repository is
+    pinned to a commit (a deployment without a weights folder): it is downloaded, verified
+    and cached the first time a page loads it, and a failure then is shown as its message.
+    """
+    settings = settings or HubSettings.from_env()
     try:
         resolved = resolve_weights(task, name, settings, allow_download=False)
     except WeightsError as err:
+        if settings.repo_id and COMMIT_ID.fullmatch(settings.revision or "") and not _offline():
+            return True, f"hub:{settings.repo_id}@{settings.revision} (downloaded on first use)"
         return False, str(err)
     return True, resolved.source
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.is_offline_mode()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -173,3 +173,22 @@ def test_store_half_halves_the_file_and_keeps_the_folder_loadable(tmp_path) -> N
     loaded, _ = load_trained("malaria", "shallow_cnn1", HubSettings(weights_dir=tmp_path))
     x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(loaded(x), model(x), atol=1e-2)
+
+
+def test_status_of_a_pinned_hub_model_not_yet_downloaded(tmp_path: Path, monkeypatch) -> None:
+    """A deployment without weights/ lists Hub models pinned to a commit; a branch is not trusted."""
+    from huggingface_hub import constants
+
+    pinned = _settings(tmp_path, repo_id=REPO, revision=COMMIT, cache_dir=tmp_path / "empty-cache")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the conftest switches the Hub off
+    assert weights_status(TASK, NAME, pinned) == (True, f"hub:{REPO}@{COMMIT} (downloaded on first use)")
+    branch = _settings(tmp_path, repo_id=REPO, revision="main", cache_dir=tmp_path / "empty-cache")
+    available, reason = weights_status(TASK, NAME, branch)
+    assert not available and "is not in the local Hub cache" in reason
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert weights_status(TASK, NAME, pinned)[0] is False
+
+
+def test_no_pinned_revision_is_named(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match="has no pinned revision"):
+        resolve_weights(TASK, NAME, _settings(tmp_path, repo_id=REPO))
