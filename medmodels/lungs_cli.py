@@ -1,4 +1,9 @@
-"""``python -m medmodels segment-lungs IMAGE...``: lung field, area and plausibility per X-ray."""
+"""Lung-field and localisation commands.
+
+``python -m medmodels segment-lungs IMAGE...``: lung field, area and plausibility per X-ray.
+``python -m medmodels localisation-survey --task covid``: where the shipped models look, over
+their test splits, written to ``weights/<task>/localisation.json``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,7 +24,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", type=Path, default=None, help="folder for <stem>_lungs.png and <stem>_outline.png")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of text")
     p.set_defaults(func=run)
+    s = subparsers.add_parser(
+        "localisation-survey", help="share of attribution inside the lungs / cell box, per shipped model and method",
+        description="Explain every test image of every shipped model of a chest X-ray or WBC task with "
+        "every method and write the mean share inside the lung field (or cell box) next to chance "
+        "to weights/<task>/localisation.json (needs ../shared/data).",
+    )
+    s.add_argument("--task", required=True, choices=("covid", "mortality", "wbc"))
+    s.add_argument("--models", nargs="*", default=None, help="only these models (default: every shipped one)")
+    s.add_argument("--max-multi", type=int, default=24,
+                   help="test images for IG, SmoothGrad and Occlusion (a seeded stratified subset)")
+    s.add_argument("--out", type=Path, default=None, help="record file (default weights/<task>/localisation.json)")
+    s.set_defaults(func=run_survey)
     return p
+
+
+def run_survey(args: argparse.Namespace) -> int:
+    from medmodels.explain.localise_survey import SurveyConfig, survey_task
+
+    print(survey_task(args.task, SurveyConfig(max_multi_pass_images=args.max_multi), args.models, args.out))
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

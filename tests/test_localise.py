@@ -142,3 +142,18 @@ def test_lung_model_shape_range_and_flag_on_a_synthetic_image() -> None:
     assert nothing.area_fraction == 0 and not nothing.plausible and NOT_FOUND_NOTE in nothing.note
     half = _Const(0.0)  # probability exactly 0.5 -> not lung
     assert segment_batch(half, [img])[0].area_fraction == 0
+
+
+def test_every_bundled_wbc_example_has_its_cell_box() -> None:
+    from pathlib import Path
+
+    from medmodels.explain.localise import bundled_box
+
+    files = sorted((Path(__file__).resolve().parents[1] / "examples" / "wbc").glob("*/*.png"))
+    assert files
+    for path in files:
+        image = Image.open(path)
+        box = bundled_box(image)
+        assert box is not None, path.name
+        assert box_problem(box.x0, box.y0, box.x1, box.y1, *image.size) is None
+    assert bundled_box(Image.new("RGB", (50, 50))) is None  # same name or not: pixels decide

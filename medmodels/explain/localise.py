@@ -96,15 +96,24 @@ def dilate(mask: np.ndarray, fraction: float = DILATE_FRACTION) -> np.ndarray:
     return ndimage.binary_dilation(mask, structure=(yy ** 2 + xx ** 2) <= radius ** 2)
 
 
-def lung_scores(attribution: np.ndarray, field: Any) -> tuple[LocalisationScore, LocalisationScore]:
+def lung_region(field: Any, shape: tuple[int, int], pre: Preprocess | None = None) -> np.ndarray:
+    """The lung mask in a classifier's model-view frame (padded square, or squashed image)."""
+    if pre is None or pre.resize == "pad_square":
+        return field.mask_for(shape)
+    return _fit(field.image_mask(), shape)
+
+
+def lung_scores(attribution: np.ndarray, field: Any, pre: Preprocess | None = None
+                ) -> tuple[LocalisationScore, LocalisationScore]:
     """(inside the lung field, inside the dilated field) for one map and a ``LungField``.
 
+    ``pre`` is the classifier's preprocessing (None: padded square, as every X-ray model here).
     An implausible field gives two scores without numbers, with the field's note.
     """
     if not field.plausible:
         return (LocalisationScore("lung field", None, None, field.note),
                 LocalisationScore("dilated lung field", None, None, field.note))
-    mask = field.mask_for(attribution.shape)
+    mask = lung_region(field, attribution.shape, pre)
     return (positive_share(attribution, mask, "lung field"),
             positive_share(attribution, dilate(mask), "dilated lung field"))
 
@@ -203,3 +212,29 @@ def box_mask(box: PixelBox, shape: tuple[int, int]) -> np.ndarray:
 def box_score(attribution: np.ndarray, box_view: PixelBox) -> LocalisationScore:
     """Energy-based pointing game: the positive share inside the cell box (model-view frame)."""
     return positive_share(attribution, box_mask(box_view, attribution.shape), "cell box")
+
+
+# --------------------------------------------------------------------------- bundled examples
+
+EXAMPLE_BOXES = Path(__file__).resolve().parents[2] / "examples" / "wbc_boxes.csv"
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """SHA-1 of the RGB pixels: ties a stored box to exactly one image, whatever its file name."""
+    import hashlib
+
+    return hashlib.sha1(image.convert("RGB").tobytes()).hexdigest()
+
+
+def bundled_box(image: Image.Image, table: Path = EXAMPLE_BOXES) -> PixelBox | None:
+    """The labelled cell's box of a bundled WBC example (matched by its pixels), else None."""
+    import csv
+
+    if not table.is_file():
+        return None
+    digest = pixel_digest(image)
+    with table.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            if row["pixel_sha1"] == digest:
+                return PixelBox(*(float(row[c]) for c in BOX_COLUMNS))
+    return None

@@ -1,0 +1,285 @@
+"""Where do our models look? Localisation scores over each shipped model's test split.
+
+``survey_task(task)`` explains every test image of every shipped model of a chest X-ray or
+WBC task with every method, scores each map (:mod:`medmodels.explain.localise`) and writes
+the means per model and method to ``weights/<task>/localisation.json``, a side record next
+to the models (it never touches their metrics.json). ``localisation_table()`` renders those
+records as the Markdown table of the reproduction report.
+
+Cost: the single-pass methods (Grad-CAM, Guided Grad-CAM, Saliency) run on the whole test
+split; the multi-pass ones (IG, SmoothGrad, Occlusion) on a fixed, seeded, class-stratified
+subset with lighter settings (recorded in the file), because occlusion alone costs the
+VGG19+ResNet50V2 teacher about 50 s per image on one CPU thread.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medmodels.errors import DatasetError, MedModelsError
+from medmodels.explain.localise import (
+    LocalisationScore,
+    box_in_crop,
+    box_score,
+    box_to_view,
+    lung_scores,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "localisation.json"
+SINGLE_PASS = ("gradcam", "guided_gradcam", "saliency")
+MULTI_PASS = ("ig", "smoothgrad", "occlusion")
+XRAY_TASKS = ("covid", "mortality")
+BOX_TASKS = ("wbc",)
+
+
+@dataclass(frozen=True)
+class SurveyConfig:
+    """What a survey computes; written into the record so that it can be re-run alike."""
+
+    max_multi_pass_images: int = 24
+    ig_steps: int = 16
+    smoothgrad_samples: int = 8
+    occlusion_stride_is_window: bool = True
+    batch_size: int = 8
+    seed: int = 0
+    threads: int = 1
+
+
+def test_samples(card: Any) -> list:
+    """The test split a shipped model was scored on (``held_out_set``, either metrics schema)."""
+    from medmodels.data.shared import shared_samples
+    from medmodels.evaluate import held_out_set
+
+    try:
+        return list(held_out_set(card).samples)
+    except DatasetError:
+        test = ((card.metrics or {}).get("split") or {}).get("test") or {}
+        groups = test.get("groups") if isinstance(test, dict) else None
+        if not groups:
+            raise
+        wanted = set(map(str, groups))
+        return [s for s in shared_samples(card.entry.task).samples
+                if str(s.group) in wanted and s.label is not None]
+
+
+def _subset(samples: list, n: int, seed: int) -> list[int]:
+    """A seeded, class-stratified choice of ``n`` indices (all when there are fewer)."""
+    if len(samples) <= n:
+        return list(range(len(samples)))
+    rng = np.random.default_rng(seed)
+    by_class: dict[Any, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_class.setdefault(s.label, []).append(i)
+    picked: list[int] = []
+    for label, idx in sorted(by_class.items(), key=lambda kv: str(kv[0])):
+        k = max(1, round(n * len(idx) / len(samples)))
+        picked += rng.choice(idx, size=min(k, len(idx)), replace=False).tolist()
+    return sorted(picked)[:n]
+
+
+def _settings(cfg: SurveyConfig, method: str, size: int) -> Any:
+    from medmodels.explain import ExplainSettings, occlusion_geometry
+
+    base = ExplainSettings(ig_steps=cfg.ig_steps, smoothgrad_samples=cfg.smoothgrad_samples, seed=cfg.seed)
+    if method == "occlusion" and cfg.occlusion_stride_is_window:
+        window, _ = occlusion_geometry(size, base)
+        return ExplainSettings(ig_steps=cfg.ig_steps, smoothgrad_samples=cfg.smoothgrad_samples,
+                               occlusion_window=window, occlusion_stride=window, seed=cfg.seed)
+    return base
+
+
+def _wbc_boxes(samples: list) -> dict[str, Any]:
+    """Box of the labelled cell inside each test crop (from the BCCD VOC annotation)."""
+    from medmodels.data.cell_crops import read_voc_boxes
+    from medmodels.data.shared import shared_data_root
+
+    root = shared_data_root()
+    out = {}
+    for s in samples:
+        xml = (root / "wbc_originals" / "Annotations" / f"{Path(s.name).stem}.xml") if root else None
+        if xml is None or not xml.is_file():
+            continue
+        boxes = read_voc_boxes(xml, "WBC")
+        if len(boxes) == 1:
+            out[s.name] = box_in_crop(boxes[0], (640, 480))
+    return out
+
+
+def _aggregate(scores: list[tuple[LocalisationScore, ...]], seconds: float) -> dict[str, Any]:
+    first = [s[0] for s in scores]
+    done = [s for s in first if s.computed]
+    out: dict[str, Any] = {
+        "n_images": len(scores),
+        "n_scored": len(done),
+        "not_computed": dict(Counter(s.note.split(" (")[0] for s in first if not s.computed)),
+        "inside_mean": float(np.mean([s.inside for s in done])) if done else None,
+        "chance_mean": float(np.mean([s.chance for s in done])) if done else None,
+        "ratio_mean": float(np.mean([s.ratio for s in done if s.ratio is not None])) if done else None,
+        "seconds_per_map": seconds / max(len(scores), 1),
+    }
+    if scores and len(scores[0]) > 1:
+        wide = [s[1] for s in scores if s[1].computed]
+        out["dilated_inside_mean"] = float(np.mean([s.inside for s in wide])) if wide else None
+        out["dilated_chance_mean"] = float(np.mean([s.chance for s in wide])) if wide else None
+    return out
+
+
+def survey_model(task: str, name: str, cfg: SurveyConfig, lung_cache: dict[str, Any],
+                 methods: tuple[str, ...] = SINGLE_PASS + MULTI_PASS) -> dict[str, Any]:
+    """Localisation of one shipped model on its test split, per method."""
+    from medmodels.data.images import load_image
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import explain
+    from medmodels.hub import load_trained
+    from medmodels.lungs import load_lung_model, segment_batch
+
+    model, card = load_trained(task, name)
+    pre = card.entry.preprocess
+    samples = test_samples(card)
+    multi = set(_subset(samples, cfg.max_multi_pass_images, cfg.seed))
+    boxes = _wbc_boxes(samples) if task in BOX_TASKS else {}
+    images = [load_image(s.source, s.name) for s in samples]
+    if task in XRAY_TASKS:
+        lung_model, _ = load_lung_model()
+        todo = [i for i, s in enumerate(samples) if s.name not in lung_cache]
+        for start in range(0, len(todo), cfg.batch_size):
+            chunk = todo[start:start + cfg.batch_size]
+            for i, field in zip(chunk, segment_batch(lung_model, [images[i] for i in chunk])):
+                lung_cache[samples[i].name] = field
+    result: dict[str, Any] = {"test_images": len(samples), "methods": {}}
+    if task in XRAY_TASKS:
+        result["implausible_lung_fields"] = sum(not lung_cache[s.name].plausible for s in samples)
+    else:
+        result["images_with_box"] = sum(s.name in boxes for s in samples)
+    for method in methods:
+        idx = [i for i in range(len(samples)) if method in SINGLE_PASS or i in multi]
+        if task in BOX_TASKS:
+            idx = [i for i in idx if samples[i].name in boxes]
+        settings = _settings(cfg, method, pre.input_size)
+        scores: list[tuple[LocalisationScore, ...]] = []
+        t0 = time.perf_counter()
+        for start in range(0, len(idx), cfg.batch_size):
+            chunk = idx[start:start + cfg.batch_size]
+            batch = preprocess_batch([images[i] for i in chunk], pre)
+            maps = explain(model, card.entry, batch, method=method, settings=settings).maps
+            for i, m in zip(chunk, maps):
+                if task in XRAY_TASKS:
+                    scores.append(lung_scores(m, lung_cache[samples[i].name], pre))
+                else:
+                    view = box_to_view(boxes[samples[i].name], images[i].size, pre)
+                    scores.append((box_score(m, view),))
+        result["methods"][method] = _aggregate(scores, time.perf_counter() - t0)
+        log.info("%s/%s %s: %s", task, name, method, {k: v for k, v in result["methods"][method].items()
+                                                     if k in ("n_scored", "inside_mean", "chance_mean")})
+    return result
+
+
+def shipped_models(task: str) -> list[str]:
+    from medmodels.hub import weights_status
+    from medmodels.zoo.registry import list_models
+
+    return [e.name for e in list_models(task) if weights_status(task, e.name)[0]]
+
+
+def survey_task(task: str, cfg: SurveyConfig = SurveyConfig(), models: list[str] | None = None,
+                out: Path | None = None) -> Path:
+    """Survey every shipped model of ``task``; write and return ``weights/<task>/localisation.json``."""
+    from medmodels.hub import HubSettings, sha256_of
+    from medmodels.lungs import lung_model_folder
+
+    if task not in XRAY_TASKS + BOX_TASKS:
+        raise MedModelsError(f"Localisation scores exist for the chest X-ray and WBC tasks "
+                             f"({', '.join(XRAY_TASKS + BOX_TASKS)}), not {task!r}.")
+    torch.set_num_threads(cfg.threads)
+    out = out or HubSettings.from_env().weights_dir / task / RECORD_FILE
+    record: dict[str, Any] = json.loads(out.read_text()) if out.is_file() else {}
+    record.update({
+        "task": task,
+        "region": "lung field" if task in XRAY_TASKS else "cell box",
+        "config": asdict(cfg),
+        "single_pass_methods_on": "every test image",
+        "multi_pass_methods_on": f"a seeded class-stratified subset of {cfg.max_multi_pass_images} test images",
+    })
+    if task in XRAY_TASKS:
+        folder = lung_model_folder()
+        record["lung_model"] = {"model": "lungs/unet_lite0", "sha256": sha256_of(folder / "model.safetensors")}
+    record.setdefault("models", {})
+    record.setdefault("skipped", {})
+    lung_cache: dict[str, Any] = {}
+    for name in models or shipped_models(task):
+        t0 = time.perf_counter()
+        try:
+            result = survey_model(task, name, cfg, lung_cache)
+        except DatasetError as err:
+            record["skipped"][name] = str(err)
+            record["models"].pop(name, None)
+            log.warning("%s/%s skipped: %s", task, name, err)
+            continue
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        result["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record["models"][name] = result
+        record["skipped"].pop(name, None)
+        out.write_text(json.dumps(record, indent=2) + "\n")  # after each model: a killed run keeps them
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------- report table
+
+
+def read_records(weights_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    from medmodels.hub import HubSettings
+
+    base = weights_dir or HubSettings.from_env().weights_dir
+    out = {}
+    for task in XRAY_TASKS + BOX_TASKS:
+        path = base / task / RECORD_FILE
+        if path.is_file():
+            out[task] = json.loads(path.read_text())
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f} %"
+
+
+def localisation_table(weights_dir: Path | None = None) -> str:
+    """Markdown: per task, model and method, the share inside the region vs chance."""
+    from medmodels.explain import METHODS
+
+    records = read_records(weights_dir)
+    if not records:
+        return ""
+    lines = [
+        "Share of each map's positive attribution inside the predicted lung field (chest X-rays; "
+        "in brackets the field dilated by 3 % of the side) or inside the labelled cell's box (WBC), "
+        "averaged over the model's test split; *chance* is the region's share of the image, what an "
+        "evenly spread map scores. Multi-pass methods ran on a fixed subset (n in the table).",
+        "",
+        "| task | model | method | n | inside | chance | inside / chance |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, rec in records.items():
+        for name, res in rec.get("models", {}).items():
+            for method, m in res.get("methods", {}).items():
+                inside = _pct(m.get("inside_mean"))
+                if "dilated_inside_mean" in m:
+                    inside += f" ({_pct(m.get('dilated_inside_mean'))})"
+                ratio = "–" if m.get("ratio_mean") is None else f"{m['ratio_mean']:.2f}"
+                n = f"{m['n_scored']}" + (f" of {m['n_images']}" if m["n_scored"] != m["n_images"] else "")
+                lines.append(f"| {task} | {name} | {METHODS.get(method, method)} | {n} | {inside} | "
+                             f"{_pct(m.get('chance_mean'))} | {ratio} |")
+        for name, why in rec.get("skipped", {}).items():
+            lines.append(f"| {task} | {name} | – | 0 | not surveyed: {why} | | |")
+    return "\n".join(lines) + "\n"
