@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medmodels.hub import CARD_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, save_model_folder
+from medmodels.hub import CARD_FILE, CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE, model_config
 from medmodels.zoo.registry import create_model, get_entry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -144,14 +144,21 @@ class FakeHub:
 
 
 def model_files(seed: int) -> dict[str, bytes]:
-    """The four files of a freshly saved model folder, keyed by their path in the weights repo."""
-    import tempfile
+    """A model folder's files (weights, config with its sha256, card), keyed by their repo path.
+
+    Written with the hub's own primitives; the run record (metrics.json) is left out, as an
+    optional file the server does not have.
+    """
+    from safetensors.torch import save
 
     torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = save_model_folder(create_model(TASK, NAME), get_entry(TASK, NAME), Path(tmp) / NAME,
-                                   metrics={"test": {"accuracy": 0.5}}, card="# served card\n")
-        return {f"{TASK}/{NAME}/{f.name}": f.read_bytes() for f in folder.iterdir()}
+    entry = get_entry(TASK, NAME)
+    model = create_model(TASK, NAME)
+    weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
+    config = model_config(entry, model, hashlib.sha256(weights).hexdigest(), "float32")
+    prefix = f"{TASK}/{NAME}/"
+    return {prefix + WEIGHTS_FILE: weights, prefix + CONFIG_FILE: json.dumps(config).encode(),
+            prefix + CARD_FILE: b"# served card\n"}
 
 
 def expected_logits(files: dict[str, bytes]) -> list:
@@ -214,7 +221,7 @@ def test_download_verify_cache_then_load_offline(tmp_path: Path, served) -> None
     assert ("hub", "HEAD", CONFIG_FILE, 503) in seen and ("hub", "HEAD", CONFIG_FILE, 200) in seen
     sha = hashlib.sha256(files[f"{TASK}/{NAME}/{WEIGHTS_FILE}"]).hexdigest()
     assert ("hub", "HEAD", WEIGHTS_FILE, 302) in seen and ("cdn", "GET", sha, 200) in seen
-    assert ("hub", "HEAD", CARD_FILE, 404) in seen
+    assert ("hub", "HEAD", CARD_FILE, 404) in seen and ("hub", "HEAD", METRICS_FILE, 404) in seen
     # The cache is huggingface_hub's own layout under HF_HOME, pinned by the server's commit.
     repo_dir = hf_home / "hub" / ("models--" + REPO.replace("/", "--"))
     assert (repo_dir / "refs" / "main").read_text() == COMMIT
