@@ -406,12 +406,59 @@ def load_trained(
     return model, card
 
 
+def weights_repo_index(model_paths: list[str]) -> str:
+    """The weights repository's root README: the one card the Hub renders and indexes.
+
+    The repository keeps every model under ``<task>/<model>/`` so that one commit pins all of
+    them (one ``revision`` per deployment, as the resolver reads it). The Hub renders and
+    indexes only a repository's root README, so this index carries the shared metadata and
+    links each model's own card.
+    """
+    rows = []
+    for path in sorted(model_paths):
+        task, name = path.split("/", 1)
+        try:
+            title = get_entry(task, name).title
+        except Exception:  # noqa: BLE001 - a model no longer registered keeps its row
+            title = name
+        rows.append(f"| `{task}` | [{title}]({path}/{CARD_FILE}) | `{path}/` |")
+    return "\n".join([
+        "---",
+        "license: other",
+        "license_name: medmodels-weights",
+        "license_link: LICENSES.md",
+        "library_name: pytorch",
+        "pipeline_tag: image-classification",
+        "tags:",
+        "  - medical-imaging",
+        "  - image-classification",
+        "  - safetensors",
+        "---",
+        "",
+        "# medmodels weights",
+        "",
+        "Trained weights of the medmodels dashboard, one folder per model: `model.safetensors`,",
+        "`config.json` (architecture, classes, preprocessing, sha256), `metrics.json` (the run",
+        "record) and the model card `README.md`. Load one with",
+        "`medmodels.hub.load_trained(task, name)` after pinning this repository and a commit id",
+        "in `hub.toml`. Research and education only; not for diagnosis. Each model's licence",
+        "follows its training data: see `LICENSES.md`.",
+        "",
+        "| task | model card | folder |",
+        "|---|---|---|",
+        *rows,
+        "",
+    ])
+
+
 def push_folder(folder: Path, repo_id: str, *, token: str | None = None, private: bool = False) -> str:
     """Upload one model folder to ``repo_id`` under ``<task>/<model>/``; returns the commit id.
 
-    Put the returned commit id in ``hub.toml`` (``revision``) to pin what users download.
+    One commit carries the folder, the root README indexing every model card in the
+    repository (:func:`weights_repo_index`) and LICENSES.md. Put the returned commit id in
+    ``hub.toml`` (``revision``) to pin what users download.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     config = _read_json(folder / CONFIG_FILE)
     if not config or not (folder / WEIGHTS_FILE).is_file():
@@ -420,9 +467,15 @@ def push_folder(folder: Path, repo_id: str, *, token: str | None = None, private
     load_state(folder, entry)  # never publish a folder that would not load
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), path_in_repo=f"{entry.task}/{entry.name}",
-        repo_type="model", commit_message=f"Upload {entry.key}",
-        allow_patterns=[WEIGHTS_FILE, CONFIG_FILE, METRICS_FILE, CARD_FILE, "predictions.csv", "*.json"],
-    )
+    prefix = f"{entry.task}/{entry.name}"
+    models = {p.rsplit("/", 1)[0] for p in api.list_repo_files(repo_id)
+              if p.count("/") == 2 and p.endswith("/" + CARD_FILE)} | {prefix}
+    files = [f for f in sorted(folder.iterdir())
+             if f.is_file() and (f.name in (WEIGHTS_FILE, CARD_FILE, "predictions.csv") or f.suffix == ".json")]
+    operations = [CommitOperationAdd(f"{prefix}/{f.name}", str(f)) for f in files]
+    operations.append(CommitOperationAdd(CARD_FILE, weights_repo_index(sorted(models)).encode()))
+    if (REPO_ROOT / "LICENSES.md").is_file():
+        operations.append(CommitOperationAdd("LICENSES.md", str(REPO_ROOT / "LICENSES.md")))
+    info = api.create_commit(repo_id, operations=operations, commit_message=f"Upload {entry.key}",
+                             repo_type="model")
     return info.oid

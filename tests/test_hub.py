@@ -192,3 +192,17 @@ def test_status_of_a_pinned_hub_model_not_yet_downloaded(tmp_path: Path, monkeyp
 def test_no_pinned_revision_is_named(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="has no pinned revision"):
         resolve_weights(TASK, NAME, _settings(tmp_path, repo_id=REPO))
+
+
+def test_weights_repository_index_is_a_card_the_hub_reads() -> None:
+    """One repository, one pinned commit: its root README indexes every model's card."""
+    from huggingface_hub import ModelCard
+
+    from medmodels.hub import weights_repo_index
+
+    text = weights_repo_index(["wbc/wbc_cnn", "malaria/shallow_cnn3"])
+    card = ModelCard(text)
+    assert card.data.license == "other" and card.data.license_link == "LICENSES.md"
+    assert card.data.pipeline_tag == "image-classification"
+    assert "(malaria/shallow_cnn3/README.md)" in card.text and "(wbc/wbc_cnn/README.md)" in card.text
+    assert card.text.index("malaria/shallow_cnn3") < card.text.index("wbc/wbc_cnn")
