@@ -26,6 +26,7 @@ class Display:
     colormap: str = "auto"
     faithfulness: bool = True
     faithfulness_steps: int = 10
+    lung_outline: bool = False  # draw the predicted lung field over chest X-rays
 
     @property
     def cmap(self) -> str | None:
@@ -97,6 +98,49 @@ def overlay(task: str, name: str, item: InputImage, exp: dict, display: Display)
     )
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def lung_field(key: str, _image: Any) -> Any:
+    """The image's predicted lung field (``medmodels.lungs.LungField``), or why there is none."""
+    from medmodels.errors import WeightsError
+    from medmodels.explain import model_lock
+    from medmodels.lungs import load_lung_model, segment_lungs
+
+    try:
+        model, _ = load_lung_model()
+    except WeightsError as err:
+        return f"lung model not available ({err})"
+    with model_lock(model):
+        return segment_lungs(_image, model)
+
+
+def localisation(entry: Any, item: InputImage, attribution: Any) -> tuple[list, Any]:
+    """(scores, lung field or None) for one map: lungs for X-rays, the cell box of a bundled WBC example."""
+    from medmodels.explain.localise import LocalisationScore, bundled_box, map_scores
+
+    modality = entry.task_spec.modality
+    if modality == "x-ray":
+        field = lung_field(item.key, item.image)
+        if isinstance(field, str):
+            return [LocalisationScore("lung field", None, None, field)], None
+        return map_scores(attribution, entry.preprocess, modality, field=field), field
+    box = bundled_box(item.image)
+    return map_scores(attribution, entry.preprocess, modality, box=box, image_size=item.image.size), None
+
+
+def with_outline(picture: Image.Image, field: Any, entry: Any) -> Image.Image:
+    """The tile with the lung field's outline drawn on it (model-view frame)."""
+    from medmodels.explain.localise import lung_region
+    from medmodels.lungs import draw_outline
+
+    mask = lung_region(field, (picture.height, picture.width), entry.preprocess)
+    return draw_outline(picture, mask, width=1)
+
+
+def score_caption(scores: Sequence[Any]) -> str:
+    """One line under a map: share inside the region next to chance, or the note why not."""
+    return " · ".join(dict.fromkeys(s.text() for s in scores))  # one note when both say the same
+
+
 FAITH_LEGEND = (
     "Faithfulness under each map: **deletion AUC** ↓ (removing the top-ranked pixels first should "
     "drop the probability fast) and **insertion AUC** ↑, each next to the same score for a random "
@@ -150,6 +194,9 @@ def explanation_grid(
     for entry in entries:
         cols = st.columns(width)
         view = model_view(task, entry.name, item.key, item.image)
+        if display.lung_outline and entry.task_spec.modality == "x-ray":
+            field = lung_field(item.key, item.image)
+            view = view if isinstance(field, str) else with_outline(view, field, entry)
         cols[0].image(view, caption=entry.title, width="stretch")
         row = [(entry.title, view)]
         numbers: dict[str, Any] = {}
@@ -157,17 +204,23 @@ def explanation_grid(
             with col:
                 exp = compute.explanation(task, entry.name, item.key, method, settings, item.image)
                 picture = overlay(task, entry.name, item, exp, display)
+                scores, field = localisation(entry, item, exp["map"])
+                if display.lung_outline and field is not None:
+                    picture = with_outline(picture, field, entry)
                 st.image(
                     picture,
                     width="stretch",
                     caption=f"{classes[exp['target']]} ({exp['probability']:.2f}) · {exp['seconds']:.2f} s"
                     + details(exp["extra"]),
                 )
+                if scores:
+                    st.caption(score_caption(scores))
                 entry_numbers: dict[str, Any] = {
                     "target": classes[exp["target"]],
                     "probability": exp["probability"],
                     "seconds": exp["seconds"],
                     **exp["extra"],
+                    "localisation": [sc.to_dict() for sc in scores],
                 }
                 if display.faithfulness:
                     f = compute.faithfulness(

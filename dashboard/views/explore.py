@@ -101,6 +101,12 @@ if item is None:  # the predictions failed; the message is shown above
 
 st.subheader("Explanations")
 methods, settings, display = settings_panel("explore")
+if task.modality == "x-ray":
+    display = dataclasses.replace(display, lung_outline=st.toggle(
+        "Show the lung outline", value=False, key="explore_lung_outline",
+        help="The lung field predicted by lungs/unet_lite0, drawn over the model view and each map. "
+        "Under each map: the share of positive attribution inside the lungs, next to chance.",
+    ))
 if not methods:
     st.info("Choose at least one explanation method.")
     st.stop()

@@ -55,7 +55,7 @@ class LocalisationScore:
     def text(self) -> str:
         """One line for a caption: "62 % inside the lung field (chance 24 %)" or the note."""
         if self.inside is None:
-            return f"{self.region}: {self.note}"
+            return self.note if self.region.split()[-2:] == self.note.split()[:2] else f"{self.region}: {self.note}"
         return f"{100 * self.inside:.0f} % inside the {self.region} (chance {100 * (self.chance or 0):.0f} %)"
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,3 +238,17 @@ def bundled_box(image: Image.Image, table: Path = EXAMPLE_BOXES) -> PixelBox | N
             if row["pixel_sha1"] == digest:
                 return PixelBox(*(float(row[c]) for c in BOX_COLUMNS))
     return None
+
+
+def map_scores(attribution: np.ndarray, pre: Preprocess, modality: str, *, field: Any = None,
+               box: PixelBox | None = None, image_size: tuple[int, int] | None = None) -> list[LocalisationScore]:
+    """The localisation scores that apply to one map: lungs for X-rays, the cell box when known.
+
+    ``field`` is the image's ``LungField`` (X-rays); ``box`` the labelled cell's box in image
+    pixels with ``image_size`` (microscopy). Nothing applies: an empty list.
+    """
+    if modality == "x-ray" and field is not None:
+        return list(lung_scores(attribution, field, pre))
+    if box is not None and image_size is not None:
+        return [box_score(attribution, box_to_view(box, image_size, pre))]
+    return []
