@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +40,56 @@ FAMILY_WORDS = {
 }
 
 
+# --------------------------------------------------------------------------- memory
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
+TRIM_EVERY_S = 30.0
+
+
+def _bound_heap() -> None:
+    """Make large buffers (decoded images, uploaded zips) come from mmap and go straight back
+    to the system when freed: glibc otherwise raises its mmap threshold after the first big
+    free and keeps later ones in the heap, so the server's memory never falls after uploads."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 8 << 20)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
+def release_memory() -> None:
+    """Collect garbage and hand free heap pages back to the system (glibc keeps them otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@st.cache_resource(show_spinner=False)
+def memory_janitor() -> threading.Thread:
+    """One thread per server process that releases memory every ``TRIM_EVERY_S`` seconds, so what
+    a closed session held (its uploads, its session state) leaves the process soon after."""
+
+    def loop() -> None:
+        while True:
+            time.sleep(TRIM_EVERY_S)
+            release_memory()
+
+    thread = threading.Thread(target=loop, name="memory-janitor", daemon=True)
+    thread.start()
+    return thread
+
+
+_bound_heap()
+
+
 # Every ASCII punctuation character may be backslash-escaped in (GitHub-flavoured) Markdown.
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
@@ -62,7 +114,8 @@ def show_error(message: object) -> None:
 
 
 def notice() -> None:
-    """The disclaimer shown at the top of every page."""
+    """The disclaimer shown at the top of every page (which also starts the memory janitor)."""
+    memory_janitor()
     st.warning(NOTICE, icon=":material/health_and_safety:")
 
 
@@ -189,12 +242,18 @@ def model_picker(
 # --------------------------------------------------------------------------- images
 
 
-@st.cache_data(show_spinner=False, max_entries=256, max_size="512MB", ttl=3600)
+@st.cache_data(show_spinner=False, max_entries=256, max_size="256MB", ttl=3600)
 def decode_image(key: str, name: str, _data: bytes):  # noqa: ANN202 - PIL.Image
-    """Decode once per content hash (``key``); ImageReadError says what is wrong."""
-    from medmodels.data.images import load_image
+    """Decode once per content hash (``key``), reduced to ``WORK_SIDE`` (at most 3 MB each);
+    ImageReadError says what is wrong."""
+    from medmodels.data.images import WORK_SIDE, load_image
 
-    return load_image(_data, name)
+    return load_image(_data, name, max_side=WORK_SIDE)
+
+
+SESSION_MAX_PIXELS = 400_000_000
+"""Pixels of the images one Explore session holds at once (ten 6300 x 6300 uploads): bounds the
+decoding work one browser tab can ask of the server."""
 
 
 @st.cache_data(show_spinner=False, max_entries=1024, max_size="128MB", ttl=3600)
@@ -232,12 +291,23 @@ def example_files(task: str) -> list[tuple[str, Path]]:
 
 def read_inputs(uploads: Sequence, examples: Sequence[tuple[str, Path]]) -> list[InputImage]:
     """Decode uploads and picked examples; a bad file is reported in the page and left out."""
+    from medmodels.data.images import image_size
     from medmodels.errors import ImageReadError
 
     items: list[tuple[str, bytes, str | None]] = [(u.name, u.getvalue(), None) for u in uploads]
     items += [(f"{cls}/{p.name}", p.read_bytes(), cls) for cls, p in examples]
     images = []
-    for name, data, label in items:
+    pixels = 0
+    for index, (name, data, label) in enumerate(items):
+        size = image_size(data)
+        pixels += size[0] * size[1] if size else 0
+        if pixels > SESSION_MAX_PIXELS:
+            show_error(
+                f"{len(items) - index} of the {len(items)} images were not read: together the images hold "
+                f"more than {SESSION_MAX_PIXELS / 1e6:,.0f} megapixels, the most one page reads at once. "
+                "Remove some uploads (or downscale them) and try again."
+            )
+            break
         key = digest(data)
         try:
             images.append(InputImage(name, key, decode_image(key, name, data), label))

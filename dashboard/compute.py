@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from dashboard.common import trained_model
+from dashboard.common import release_memory, trained_model
 
 log = logging.getLogger("dashboard")
 
 
-@st.cache_data(show_spinner=False, max_entries=2048)
+@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
 def probabilities(task: str, name: str, key: str, _image: Any) -> np.ndarray:
     """Class probabilities [C] of one image."""
     from medmodels.data.transforms import preprocess_batch
@@ -52,7 +52,7 @@ def explanation(task: str, name: str, key: str, method: str, settings: Any, _ima
     }
 
 
-@st.cache_data(show_spinner=False, max_entries=1024)
+@st.cache_data(show_spinner=False, max_entries=1024, ttl=3600)
 def faithfulness(task: str, name: str, key: str, method: str, settings: Any, steps: int, _image: Any) -> dict:
     """Deletion/insertion AUCs of a map against a random pixel order (same baseline as IG)."""
     from medmodels.data.transforms import preprocess_batch
@@ -82,7 +82,7 @@ def faithfulness(task: str, name: str, key: str, method: str, settings: Any, ste
     }
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64, max_size="128MB", ttl=3600)
 def sanity(task: str, name: str, key: str, method: str, settings: Any, layers: int, _image: Any) -> dict:
     """Cascading model-randomisation check: rank correlation with the original map per layer."""
     from medmodels.data.transforms import preprocess_batch
@@ -101,16 +101,32 @@ def sanity(task: str, name: str, key: str, method: str, settings: Any, layers: i
 # --------------------------------------------------------------------------- labelled sets
 
 
-@st.cache_resource(show_spinner=False, max_entries=2, ttl=3600)
+UPLOAD_SLOT = "_labelled_upload"
+
+
 def labelled_upload(
     key: str, classes: tuple[str, ...], name: str, _data: bytes, _csv: bytes | None, csv_key: str | None
 ):  # noqa: ANN201 - LabelledSet
-    """A user's zip (and label CSV) read in memory, never extracted; shared by content hash."""
+    """A user's zip (and label CSV) read in memory, never extracted.
+
+    Held in the session (one upload at a time), not in a process-wide cache: the images'
+    bytes go when the user uploads another set or closes the page, so four users' large
+    zips do not stay in the server after they leave. Evaluations are still cached by
+    content hash (their results are a few numbers per image).
+    """
     from medmodels.data.datasets import read_labelled_set
 
+    slot = (key, classes, csv_key)
+    held = st.session_state.get(UPLOAD_SLOT)
+    if held is not None and held[0] == slot:
+        return held[1]
+    st.session_state.pop(UPLOAD_SLOT, None)  # free the previous set before reading the next
+    release_memory()
     data = read_labelled_set(_data, classes, labels_csv=_csv, name=name)
     log.info("read a labelled upload: %d images, %d skipped", len(data.samples), len(data.skipped))
+    st.session_state[UPLOAD_SLOT] = (slot, data)
     return data
+
 
 
 @st.cache_resource(show_spinner=False, max_entries=8, ttl=3600)
@@ -152,7 +168,7 @@ def evaluation(task: str, name: str, data_key: str, title: str, _data: Any) -> d
     return {"names": list(ev.names), "groups": list(ev.groups), "labels": ev.labels, "probs": ev.probs}
 
 
-@st.cache_data(show_spinner=False, ttl=600)
+@st.cache_data(show_spinner=False, max_entries=64, ttl=600)
 def latency(task: str, name: str, repeats: int = 5) -> dict:
     """CPU milliseconds per image at batch 1, measured now on this machine."""
     from medmodels.explain import model_lock

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from medmodels.data.images import load_image
+from medmodels.data.images import WORK_SIDE, load_image
 from medmodels.data.samples import LabelledSet
 from medmodels.errors import DatasetError
 from medmodels.inference import predict_in_batches
@@ -67,7 +67,7 @@ def evaluate_set(
             f"The set's classes {list(data.classes)} are not the model's {list(entry.classes)}."
         )
     probs = predict_in_batches(
-        model, entry, lambda i: load_image(samples[i].source, samples[i].name), len(samples),
+        model, entry, lambda i: load_image(samples[i].source, samples[i].name, max_side=WORK_SIDE), len(samples),
         batch_size=batch_size, progress=progress,
     )
     labels = np.asarray([s.label for s in samples], dtype=int)

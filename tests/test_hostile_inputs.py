@@ -656,8 +656,78 @@ def test_per_image_csv_round_trips_formula_names_and_patient_ids(image_bytes: Ma
 
 
 def test_cli_and_training_csv_writers_neutralise_cells(tmp_path: Path) -> None:
-    from medmodels.train.xray import write_predictions
+    from medmodels.train.run import write_predictions
 
     path = tmp_path / "predictions.csv"
     write_predictions(path, [{"file": "=1+1.png", "patient": "@p", "label": "a", "score_a": -0.5, "fold": 1}], ["a"])
     assert path.read_text().splitlines()[1] == "'=1+1.png,'@p,a,-0.500000,1"
+
+
+# ---------------------------------------------------------------- size: memory, CPU and clear limits
+
+
+def _black_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_6300_square_image_is_reduced_right_after_decoding() -> None:
+    from medmodels.data.images import WORK_SIDE
+
+    data = _black_png(6300, 6300)
+    assert load_image(data, "big.png", max_side=WORK_SIDE).size == (WORK_SIDE, WORK_SIDE)
+    assert load_image(data, "big.png").size == (6300, 6300)  # full size only when asked for
+    small = _black_png(300, 200)
+    assert load_image(small, "s.png", max_side=WORK_SIDE).size == (300, 200)  # smaller ones untouched
+
+
+def test_reduced_jpeg_is_decoded_at_a_smaller_scale_and_keeps_its_orientation() -> None:
+    from medmodels.data.images import WORK_SIDE
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 2000), (200, 10, 10)).save(buffer, format="JPEG", exif=exif)
+    img = load_image(buffer.getvalue(), "phone.jpg", max_side=WORK_SIDE)
+    assert img.size == (WORK_SIDE // 2, WORK_SIDE) and not img.info
+
+
+def test_upload_over_the_pixel_budget_is_refused_before_decoding() -> None:
+    """The issue's 150 black 6300 x 6300 PNGs: refused from the images' headers, in seconds."""
+    import time
+
+    png = _black_png(6300, 6300)
+    data = _zip([(f"{CLASSES[i % 2]}/{i}.png", png) for i in range(150)])
+    started = time.perf_counter()
+    message = _dataset_error(data, name="black.zip")
+    assert time.perf_counter() - started < 10
+    assert message == (
+        "The zip 'black.zip' was refused: its images hold more than 3,000 megapixels together, the most "
+        "read from one upload (for example 75 images of 6300×6300); downscale the images or split the set."
+    )
+    small = _zip([(f"{CLASSES[i % 2]}/{i}.png", _black_png(100, 100)) for i in range(4)])
+    with pytest.raises(DatasetError, match="more than 0 megapixels"):
+        read_labelled_set(small, CLASSES, limits=ReadLimits(max_total_pixels=30_000))
+    assert len(read_labelled_set(small, CLASSES, limits=ReadLimits(max_total_pixels=40_000))) == 4
+
+
+def test_a_40000_by_8_strip_is_refused_with_a_reason() -> None:
+    assert _image_error(_black_png(40000, 8), "strip.png") == (
+        "strip.png: the image is 40000×8 pixels, more than 20 times longer than it is wide; the models "
+        "take whole cells or chest X-rays, so crop it to the region of interest."
+    )
+
+
+def test_a_png_with_a_huge_compressed_text_chunk_says_so() -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "x" * 50_000_000, zip=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="PNG", pnginfo=info)
+    assert len(buffer.getvalue()) < 100_000
+    assert _image_error(buffer.getvalue(), "notes.png") == (
+        "notes.png: the PNG carries a text (metadata) chunk that expands to more than 1 MB, which is not "
+        "read; save the image again without its metadata (for example 'export as PNG' with metadata off)."
+    )

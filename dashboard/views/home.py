@@ -59,5 +59,11 @@ for i, (path, title, icon, text) in enumerate(CARDS):
 
 st.caption(
     "Everything runs on this machine's CPU: models load the first time they are used and are then "
-    "shared. Uploaded files stay in memory and are not stored; image metadata (EXIF) is discarded."
+    "shared. **What happens to an upload:** while it is received, the web server keeps a file under "
+    "1 MB in memory and writes a larger one to an unnamed temporary file that is deleted as soon as it "
+    "has been read. From then on it is only in this server's memory: the file itself for your page, "
+    "until 30 seconds after you close it or replace the upload; a reduced copy of each image (at most "
+    "1024 pixels a side) and the results for up to an hour, so the same image is not decoded twice. "
+    "Nothing is saved to disk, image metadata (EXIF) and DICOM patient fields are discarded, and the "
+    "server log counts files without naming them."
 )

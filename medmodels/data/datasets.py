@@ -35,7 +35,7 @@ from medmodels.data.archive import (
     is_zip_bytes,
     printable,
 )
-from medmodels.data.images import FORMAT_NAMES, format_bytes, load_image
+from medmodels.data.images import FORMAT_NAMES, WORK_SIDE, format_bytes, image_size, load_image
 from medmodels.data.labels_csv import LabelRow, LabelTable, class_key, class_lookup, parse_labels_csv
 from medmodels.data.samples import LabelledSet, Sample, Skipped
 from medmodels.errors import DatasetError, ImageReadError
@@ -114,6 +114,27 @@ class _Upload:
             self._skipped.append(Skipped(entry.path, f"the file cannot be read ({err.strerror or err})."))
             return None
 
+    def check_pixels(self, entries: Sequence[_Entry]) -> None:
+        """Refuse the upload, before decoding anything, when its images hold more pixels in all
+        than ``limits.max_total_pixels`` (sizes come from each file's header)."""
+        total = 0
+        for entry in entries:
+            if _not_image_reason(entry):
+                continue
+            if entry.member is not None and self._zip is not None:
+                data = self._zip.peek(entry.member)
+            else:
+                data = _head(entry.file)
+            size = image_size(data) if data else None
+            if size:
+                total += size[0] * size[1]
+            if total > self.limits.max_total_pixels:
+                raise DatasetError(
+                    f"{self.label} was refused: its images hold more than "
+                    f"{self.limits.max_total_pixels / 1e6:,.0f} megapixels together, the most read from one "
+                    "upload (for example 75 images of 6300×6300); downscale the images or split the set."
+                )
+
     def skip(self, entry: _Entry, reason: str) -> None:
         self._skipped.append(Skipped(entry.path, reason))
 
@@ -126,6 +147,15 @@ class _Upload:
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
+
+
+def _head(path: Path | None, size: int = 1 << 16) -> bytes | None:
+    """The first bytes of a file: enough for an image header."""
+    try:
+        with path.open("rb") as fh:  # type: ignore[union-attr]
+            return fh.read(size)
+    except (OSError, AttributeError):
+        return None
 
 
 def _display(source: str | Path, name: str) -> str:
@@ -233,7 +263,11 @@ def _checked_image(upload: _Upload, entry: _Entry, display: str) -> bytes | None
         return None
     try:
         load_image(
-            data, name=display, max_pixels=upload.limits.max_pixels, max_bytes=upload.limits.max_member_bytes
+            data,
+            name=display,
+            max_pixels=upload.limits.max_pixels,
+            max_bytes=upload.limits.max_member_bytes,
+            max_side=WORK_SIDE,
         )
     except ImageReadError as err:
         upload.skip(entry, getattr(err, "reason", str(err)))
@@ -468,6 +502,7 @@ def read_labelled_set(
         entries = _strip_wrapper(upload.entries, lookup)
         if not entries:
             raise DatasetError(_nothing_message(upload))
+        upload.check_pixels(entries)
         if labels_csv is not None:
             data, csv_name = _csv_bytes(labels_csv, limits)
             table = parse_labels_csv(data, classes, name=csv_name, max_rows=limits.max_files)
@@ -489,16 +524,20 @@ def read_unlabelled_set(
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if not is_zip_bytes(data):
-            load_image(data, name=name, max_pixels=limits.max_pixels, max_bytes=limits.max_member_bytes)
+            load_image(
+                data, name=name, max_pixels=limits.max_pixels, max_bytes=limits.max_member_bytes, max_side=WORK_SIDE
+            )
             return LabelledSet((Sample(name, data, None),), ())
     elif Path(source).is_file() and Path(source).suffix.casefold() != ".zip":
         path = Path(source)
         with path.open("rb") as fh:
             is_zip = is_zip_bytes(fh.read(4))
         if not is_zip:
-            load_image(path, name=path.name, max_pixels=limits.max_pixels, max_bytes=limits.max_member_bytes)
+            load_image(path, name=path.name, max_pixels=limits.max_pixels, max_bytes=limits.max_member_bytes,
+                       max_side=WORK_SIDE)
             return LabelledSet((Sample(path.name, path, None),), ())
     with _open_upload(source, name, limits) as upload:
+        upload.check_pixels(upload.entries)
         samples: list[Sample] = []
         for entry in upload.entries:
             reason = _not_image_reason(entry)

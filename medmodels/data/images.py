@@ -24,7 +24,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from medmodels.errors import ImageReadError
 
@@ -36,6 +36,13 @@ MAX_FILE_BYTES = 64_000_000
 """Largest accepted image file; larger files are refused before they are read."""
 MIN_SIDE = 8
 """Smallest accepted width and height, in pixels."""
+MAX_ASPECT = 20
+"""Largest accepted ratio of the long side to the short side: a 40000 x 8 strip is no photo
+or scan any model here was trained on, and its model view would be a few blank rows."""
+WORK_SIDE = 1024
+"""Images are decoded to at most this many pixels on their long side for the models and the
+dashboard (every model's input is 128 px or less); a 6300 x 6300 upload is reduced right
+after decoding, so no full-size copy, RGB conversion or float array of it is ever made."""
 FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP")
 """The Pillow formats tried, in this order (JPEG includes the multi-picture JPEGs of phones)."""
 FORMAT_NAMES = "PNG, JPEG, TIFF, BMP, GIF or WebP"
@@ -154,12 +161,58 @@ def _too_large(label: str, max_pixels: int) -> ImageReadError:
     )
 
 
-def _decode(data: bytes, label: str, max_pixels: int) -> Image.Image:
-    """Open, size-check and decode the first frame; the image's pixels are loaded on return."""
+def _text_chunk_too_large(err: BaseException) -> bool:
+    """Pillow's refusal of a PNG text chunk (zTXt/iTXt) that inflates past its limit."""
+    return isinstance(err, ValueError) and ("MAX_TEXT_CHUNK" in str(err) or "text chunks" in str(err))
+
+
+def _text_chunk_error(label: str) -> ImageReadError:
+    return _fail(
+        label,
+        "the PNG carries a text (metadata) chunk that expands to more than "
+        f"{format_bytes(PngImagePlugin.MAX_TEXT_CHUNK)}, which is not read; save the image again "
+        "without its metadata (for example 'export as PNG' with metadata off).",
+    )
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height from the file's header, without decoding pixels; None if unreadable."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as img:
+            return img.size
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, *_DECODE_ERRORS):
+        return None
+
+
+def _shrink(img: Image.Image, max_side: int) -> Image.Image:
+    """Reduce a decoded image to at most ``max_side`` on its long side (box average, then bilinear)."""
+    if max(img.size) <= max_side:
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        img = img.convert("I")  # Pillow reduces 32-bit integers, not 16-bit ones
+    factor = max(img.size) // max_side
+    if factor > 1:
+        try:
+            img = img.reduce(factor)
+        except ValueError:  # a mode reduce() does not handle; the resize below still bounds it
+            pass
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BILINEAR)
+    return img
+
+
+def _decode(data: bytes, label: str, max_pixels: int, max_side: int | None = None) -> Image.Image:
+    """Open, size-check and decode the first frame (reduced to ``max_side``); pixels are loaded on return."""
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_large(label, max_pixels) from None
+    except ValueError as err:
+        if _text_chunk_too_large(err):
+            raise _text_chunk_error(label) from None
+        raise _corrupt(label) from None
     except UnidentifiedImageError:
         if data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
             raise _corrupt(label) from None
@@ -178,19 +231,52 @@ def _decode(data: bytes, label: str, max_pixels: int) -> Image.Image:
             f"the image is only {width}×{height} pixels; images must be at least "
             f"{MIN_SIDE}×{MIN_SIDE} pixels.",
         )
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise _fail(
+            label,
+            f"the image is {width}×{height} pixels, more than {MAX_ASPECT} times longer than it is "
+            "wide; the models take whole cells or chest X-rays, so crop it to the region of interest.",
+        )
+    if max_side is not None and img.format == "JPEG":
+        img.draft(img.mode, (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when possible
     try:
         img.load()
+        shrunk = _shrink(img, max_side) if max_side is not None else img
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise _too_large(label, max_pixels) from None
-    except _DECODE_ERRORS:
+    except _DECODE_ERRORS as err:
+        if _text_chunk_too_large(err):
+            raise _text_chunk_error(label) from None
         raise _corrupt(label) from None
     try:
-        first = ImageOps.exif_transpose(img)  # a detached copy: counting frames below cannot change it
+        # EXIF orientation from the file (the reduced copy has none of its own)
+        exif = img.getexif()
+        orientation = exif.get(0x0112) if exif else None
+        first = ImageOps.exif_transpose(shrunk) if shrunk is img else _orient(shrunk, orientation)
     except _DECODE_ERRORS:  # a damaged EXIF block should not cost the user a good image
         log.warning("an image's EXIF orientation could not be read; it is used as stored.")
-        first = img.copy()
+        first = shrunk.copy()
     _log_frames(img, label)
     return first
+
+
+_ORIENTATIONS = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def _orient(img: Image.Image, orientation: object) -> Image.Image:
+    """Apply an EXIF orientation value to an image (a new image either way)."""
+    out = img
+    for step in _ORIENTATIONS.get(orientation if isinstance(orientation, int) else 1, ()):
+        out = out.transpose(step)
+    return out if out is not img else img.copy()
 
 
 def _log_frames(img: Image.Image, label: str) -> None:
@@ -217,11 +303,14 @@ def load_image(
     *,
     max_pixels: int = MAX_PIXELS,
     max_bytes: int = MAX_FILE_BYTES,
+    max_side: int | None = None,
 ) -> Image.Image:
     """Read ``source`` (bytes or a path) into an 8-bit RGB image with EXIF orientation applied.
 
     ``name`` labels the file in error messages. ``max_pixels`` can lower, not raise, the
-    decompression-bomb limit set for Pillow (``MAX_PIXELS``). The result carries no metadata.
+    decompression-bomb limit set for Pillow (``MAX_PIXELS``). ``max_side`` (for example
+    ``WORK_SIDE``) reduces larger images right after decoding, before any conversion; ``None``
+    keeps the full size (cell crops need original coordinates). The result carries no metadata.
     Raises ``ImageReadError`` (with a ``reason`` attribute: the message without the name).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -230,7 +319,7 @@ def load_image(
         label = name or Path(source).name
     max_pixels = min(max_pixels, MAX_PIXELS)
     data = _read_source(source, label, max_bytes)
-    img = _decode(data, label, max_pixels)
+    img = _decode(data, label, max_pixels, max_side)
     try:
         rgb = to_rgb(img)
     except (ValueError, OSError, TypeError):
