@@ -12,7 +12,7 @@ import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
 from dashboard import compute
-from dashboard.common import InputImage, model_view
+from dashboard.common import InputImage, as_text, model_view, trained_model
 
 COLORMAPS = ("auto", "jet", "turbo", "viridis", "inferno", "magma", "hot", "RdBu_r", "coolwarm")
 TILE = 224
@@ -276,3 +276,82 @@ def compose_figure(tiles: Sequence[Sequence[tuple[str, Image.Image]]], title: st
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- localisation over a set
+
+
+@st.cache_data(show_spinner=False, max_entries=64, ttl=3600)
+def set_localisation(task: str, name: str, data_key: str, methods: tuple[str, ...], settings: Any,
+                     max_images: int, _data: Any) -> dict:
+    """Mean localisation per method of one model over the first ``max_images`` of a labelled set."""
+    from medmodels.data.images import load_image
+    from medmodels.explain import model_lock
+    from medmodels.explain.localise_survey import lung_fields_for, score_samples
+
+    model, card = trained_model(task, name)
+    samples = list(_data.samples)[:max_images]
+    images = [load_image(s.source, s.name) for s in samples]
+    fields = lung_fields_for(samples, images) if card.entry.task_spec.modality == "x-ray" else None
+    bar = st.progress(0.0, text=f"Scoring {card.entry.title}'s maps…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Scoring {card.entry.title}'s maps: {done} of {total}")
+
+    with model_lock(model):
+        scores, problems = score_samples(model, card.entry, samples, images, methods,
+                                         lambda m: settings, fields, progress=progress)
+    bar.empty()
+    return {"scores": scores, "problems": problems, "n": len(samples)}
+
+
+def localisation_rows(title: str, result: dict) -> list[dict]:
+    from medmodels.explain import METHODS
+
+    rows = []
+    for method, m in result["scores"].items():
+        row = {"model": title, "method": METHODS[method], "images scored": m["n_scored"],
+               "inside": m["inside_mean"], "chance": m["chance_mean"], "inside / chance": m["ratio_mean"]}
+        if "dilated_inside_mean" in m:
+            row.update({"inside (dilated)": m["dilated_inside_mean"], "chance (dilated)": m["dilated_chance_mean"]})
+        row["not scored"] = ", ".join(f"{k}: {v}" for k, v in m["not_computed"].items())
+        rows.append(row)
+    return rows
+
+
+def localisation_section(task: Any, entries: Sequence[Any], sets: dict, key: str) -> None:
+    """Evaluate's "Where do the models look?": mean share inside the lungs / cell box per model and method."""
+    import pandas as pd
+
+    from medmodels.explain import METHODS, ExplainSettings
+
+    st.subheader("Where do the models look?")
+    region = "the predicted lung field" if task.modality == "x-ray" else "the labelled cell's box"
+    st.caption(
+        f"Share of each map's positive attribution inside {region}, averaged over the set, next to "
+        "chance (the region's share of the image: what an evenly spread map scores). "
+        + ("X-rays whose lung field is implausible are not scored. " if task.modality == "x-ray" else
+           "Cell boxes come from x0, y0, x1, y1 columns of the label CSV, a VOC XML file beside each "
+           "image, or the BCCD annotations; rows with a bad box are listed and skipped. ")
+    )
+    c1, c2 = st.columns(2)
+    methods = c1.multiselect("Methods", list(METHODS), default=["gradcam"], format_func=METHODS.__getitem__,
+                             key=f"{key}_loc_methods")
+    largest = max(len(s.data.samples) for s in sets.values())
+    n = c2.slider("Images (the first N of the set)", 1, max(largest, 1), min(20, largest), key=f"{key}_loc_n") \
+        if largest > 1 else largest
+    if not methods or not st.button("Score the maps", key=f"{key}_loc_run"):
+        return
+    rows, problems = [], []
+    for e in entries:
+        if e.name not in sets:
+            continue
+        test = sets[e.name]
+        result = set_localisation(task.name, e.name, test.key, tuple(methods), ExplainSettings(), n, test.data)
+        rows += localisation_rows(e.title, result)
+        problems += result["problems"]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in
+                                ("inside", "chance", "inside / chance", "inside (dilated)", "chance (dilated)")})
+    for name, problem in dict(problems).items():
+        st.warning(f"{as_text(name)}: {as_text(problem)}; its box is skipped.")

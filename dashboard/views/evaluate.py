@@ -17,7 +17,7 @@ from dashboard.common import (
     page_header,
     task_picker,
 )
-from dashboard.explain_ui import explanation_grid, settings_panel
+from dashboard.explain_ui import explanation_grid, localisation_section, settings_panel
 from medmodels.csv_safety import frame_to_csv
 from medmodels.errors import MedModelsError
 
@@ -214,6 +214,13 @@ with page_errors("Explaining the image"):
     methods, settings, display = settings_panel("evaluate", default_methods=("gradcam",))
     if methods:
         explanation_grid(task.name, [entry_by_name[focus]], item, methods, settings, display, "evaluate")
+
+# ----------------------------------------------------------------- localisation
+from medmodels.explain.localise_survey import localisation_region  # noqa: E402
+
+if localisation_region(task.name):
+    with page_errors("Localisation scores"):
+        localisation_section(task, [e for e in entries if e.name in results], sets, "evaluate")
 
 # ----------------------------------------------------------------- stored cross-validation
 cv_models = [

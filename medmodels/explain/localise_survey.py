@@ -43,6 +43,11 @@ XRAY_TASKS = ("covid", "mortality")
 BOX_TASKS = ("wbc",)
 
 
+def localisation_region(task: str) -> str | None:
+    """What a task's maps are scored against ("lung field", "cell box"), or None."""
+    return "lung field" if task in XRAY_TASKS else "cell box" if task in BOX_TASKS else None
+
+
 @dataclass(frozen=True)
 class SurveyConfig:
     """What a survey computes; written into the record so that it can be re-run alike."""
@@ -99,21 +104,106 @@ def _settings(cfg: SurveyConfig, method: str, size: int) -> Any:
     return base
 
 
-def _wbc_boxes(samples: list) -> dict[str, Any]:
-    """Box of the labelled cell inside each test crop (from the BCCD VOC annotation)."""
-    from medmodels.data.cell_crops import read_voc_boxes
-    from medmodels.data.shared import shared_data_root
+def sample_box(sample: Any, image: Any) -> tuple[Any, str | None]:
+    """The labelled cell's box of one sample in its image's pixels: (box, None), (None, problem)
+    or (None, None) when no box is known.
 
+    Looked up in order: ``x0,y0,x1,y1`` columns of an uploaded label CSV (``sample.meta``); a
+    VOC XML file beside the image (folder sets); a bundled example (by its pixels); a crop of a
+    BCCD original whose annotation is in ``../shared/data`` (the WBC test splits).
+    """
+    from medmodels.data.cell_crops import read_voc_boxes, square_around
+    from medmodels.data.shared import shared_data_root
+    from medmodels.explain.localise import box_from_meta, box_from_voc, bundled_box
+
+    box, problem = box_from_meta(getattr(sample, "meta", {}) or {}, image.size)
+    if box is not None or problem is not None:
+        return box, problem
+    source = getattr(sample, "source", None)
+    if isinstance(source, Path) and source.with_suffix(".xml").is_file():
+        return box_from_voc(source.with_suffix(".xml"), image.size)
+    box = bundled_box(image)
+    if box is not None:
+        return box, None
     root = shared_data_root()
-    out = {}
-    for s in samples:
-        xml = (root / "wbc_originals" / "Annotations" / f"{Path(s.name).stem}.xml") if root else None
-        if xml is None or not xml.is_file():
-            continue
+    xml = root / "wbc_originals" / "Annotations" / f"{Path(sample.name).stem}.xml" if root else None
+    if xml is not None and xml.is_file():
         boxes = read_voc_boxes(xml, "WBC")
         if len(boxes) == 1:
-            out[s.name] = box_in_crop(boxes[0], (640, 480))
+            left, top, right, _ = square_around(boxes[0], (640, 480))
+            if image.size == (right - left, right - left):  # the image is that original's cell crop
+                return box_in_crop(boxes[0], (640, 480)), None
+    return None, None
+
+
+def _wbc_boxes(samples: list, images: list) -> dict[str, Any]:
+    """Box of the labelled cell inside each test crop (from the BCCD VOC annotation)."""
+    out = {}
+    for s, image in zip(samples, images):
+        box, _ = sample_box(s, image)
+        if box is not None:
+            out[s.name] = box
     return out
+
+
+def score_samples(model: Any, entry: Any, samples: list, images: list, methods: tuple[str, ...],
+                  settings_for: Any, lung_fields: dict[str, Any] | None = None,
+                  batch_size: int = 8, progress: Any = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Mean localisation per method over ``samples`` (lungs for X-rays, cell box otherwise).
+
+    ``lung_fields`` maps sample names to ``LungField`` (X-rays); boxes come from
+    :func:`sample_box`. Returns (per-method aggregate, [(image, box problem)]): rows with a
+    bad box are reported and skipped, the rest still count.
+    """
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import explain
+
+    pre = entry.preprocess
+    xray = entry.task_spec.modality == "x-ray"
+    problems: list[tuple[str, str]] = []
+    boxes: dict[str, Any] = {}
+    if not xray:
+        for s, image in zip(samples, images):
+            box, problem = sample_box(s, image)
+            if problem:
+                problems.append((s.name, problem))
+            elif box is not None:
+                boxes[s.name] = box
+    usable = [i for i, s in enumerate(samples) if (s.name in lung_fields if xray else s.name in boxes)]
+    out: dict[str, Any] = {}
+    done, total = 0, len(usable) * len(methods)
+    for method in methods:
+        scores: list[tuple[LocalisationScore, ...]] = []
+        t0 = time.perf_counter()
+        for start in range(0, len(usable), batch_size):
+            chunk = usable[start:start + batch_size]
+            batch = preprocess_batch([images[i] for i in chunk], pre)
+            maps = explain(model, entry, batch, method=method, settings=settings_for(method)).maps
+            for i, m in zip(chunk, maps):
+                if xray:
+                    scores.append(lung_scores(m, lung_fields[samples[i].name], pre))
+                else:
+                    scores.append((box_score(m, box_to_view(boxes[samples[i].name], images[i].size, pre)),))
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        out[method] = _aggregate(scores, time.perf_counter() - t0)
+    return out, problems
+
+
+def lung_fields_for(samples: list, images: list, batch_size: int = 8,
+                    cache: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``LungField`` of every X-ray (shipped lung model), keyed by sample name."""
+    from medmodels.lungs import load_lung_model, segment_batch
+
+    cache = {} if cache is None else cache
+    model, _ = load_lung_model()
+    todo = [i for i, s in enumerate(samples) if s.name not in cache]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        for i, field in zip(chunk, segment_batch(model, [images[i] for i in chunk])):
+            cache[samples[i].name] = field
+    return {s.name: cache[s.name] for s in samples}
 
 
 def _aggregate(scores: list[tuple[LocalisationScore, ...]], seconds: float) -> dict[str, Any]:
@@ -139,48 +229,26 @@ def survey_model(task: str, name: str, cfg: SurveyConfig, lung_cache: dict[str, 
                  methods: tuple[str, ...] = SINGLE_PASS + MULTI_PASS) -> dict[str, Any]:
     """Localisation of one shipped model on its test split, per method."""
     from medmodels.data.images import load_image
-    from medmodels.data.transforms import preprocess_batch
-    from medmodels.explain import explain
     from medmodels.hub import load_trained
-    from medmodels.lungs import load_lung_model, segment_batch
 
     model, card = load_trained(task, name)
     pre = card.entry.preprocess
     samples = test_samples(card)
-    multi = set(_subset(samples, cfg.max_multi_pass_images, cfg.seed))
-    boxes = _wbc_boxes(samples) if task in BOX_TASKS else {}
     images = [load_image(s.source, s.name) for s in samples]
-    if task in XRAY_TASKS:
-        lung_model, _ = load_lung_model()
-        todo = [i for i, s in enumerate(samples) if s.name not in lung_cache]
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start:start + cfg.batch_size]
-            for i, field in zip(chunk, segment_batch(lung_model, [images[i] for i in chunk])):
-                lung_cache[samples[i].name] = field
+    multi = set(_subset(samples, cfg.max_multi_pass_images, cfg.seed))
+    fields = lung_fields_for(samples, images, cfg.batch_size, lung_cache) if task in XRAY_TASKS else None
     result: dict[str, Any] = {"test_images": len(samples), "methods": {}}
-    if task in XRAY_TASKS:
-        result["implausible_lung_fields"] = sum(not lung_cache[s.name].plausible for s in samples)
+    if fields is not None:
+        result["implausible_lung_fields"] = sum(not f.plausible for f in fields.values())
     else:
-        result["images_with_box"] = sum(s.name in boxes for s in samples)
+        result["images_with_box"] = len(_wbc_boxes(samples, images))
     for method in methods:
         idx = [i for i in range(len(samples)) if method in SINGLE_PASS or i in multi]
-        if task in BOX_TASKS:
-            idx = [i for i in idx if samples[i].name in boxes]
-        settings = _settings(cfg, method, pre.input_size)
-        scores: list[tuple[LocalisationScore, ...]] = []
-        t0 = time.perf_counter()
-        for start in range(0, len(idx), cfg.batch_size):
-            chunk = idx[start:start + cfg.batch_size]
-            batch = preprocess_batch([images[i] for i in chunk], pre)
-            maps = explain(model, card.entry, batch, method=method, settings=settings).maps
-            for i, m in zip(chunk, maps):
-                if task in XRAY_TASKS:
-                    scores.append(lung_scores(m, lung_cache[samples[i].name], pre))
-                else:
-                    view = box_to_view(boxes[samples[i].name], images[i].size, pre)
-                    scores.append((box_score(m, view),))
-        result["methods"][method] = _aggregate(scores, time.perf_counter() - t0)
-        log.info("%s/%s %s: %s", task, name, method, {k: v for k, v in result["methods"][method].items()
+        sub = [samples[i] for i in idx]
+        scored, _ = score_samples(model, card.entry, sub, [images[i] for i in idx], (method,),
+                                  lambda m: _settings(cfg, m, pre.input_size), fields, cfg.batch_size)
+        result["methods"][method] = scored[method]
+        log.info("%s/%s %s: %s", task, name, method, {k: v for k, v in scored[method].items()
                                                      if k in ("n_scored", "inside_mean", "chance_mean")})
     return result
 
