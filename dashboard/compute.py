@@ -156,16 +156,44 @@ def evaluation(task: str, name: str, data_key: str, title: str, _data: Any) -> d
 
     model, card = trained_model(task, name)
     total = len(_data.samples)
+    unique, index = distinct_images(_data)
     bar = st.progress(0.0, text=f"Evaluating {title} on {total} images…")
 
     def progress(done: int, n: int) -> None:
-        bar.progress(done / max(n, 1), text=f"Evaluating {title}: {done} of {n} images")
+        bar.progress(done / max(n, 1), text=f"Evaluating {title}: {done} of {n} distinct images")
 
     with model_lock(model):
-        ev = evaluate_set(model, card.entry, _data, progress=progress)
+        ev = evaluate_set(model, card.entry, unique, progress=progress)
     bar.empty()
-    log.info("evaluated one model on %d images", total)
-    return {"names": list(ev.names), "groups": list(ev.groups), "labels": ev.labels, "probs": ev.probs}
+    log.info("evaluated one model on %d images (%d distinct)", total, len(unique.samples))
+    samples = [s for s in _data.samples if s.label is not None]
+    return {
+        "names": [s.name for s in samples],
+        "groups": [s.group for s in samples],
+        "labels": np.asarray([s.label for s in samples], dtype=int),
+        "probs": ev.probs[index],
+    }
+
+
+def distinct_images(data: Any) -> tuple[Any, np.ndarray]:
+    """The labelled samples with identical files kept once, and for each sample the row of its
+    file: a zip of 5,000 copies of one tiny image costs one prediction, not 5,000."""
+    import hashlib
+
+    from medmodels.data.samples import LabelledSet
+
+    rows: dict[str, int] = {}
+    unique, index = [], []
+    for sample in data.samples:
+        if sample.label is None:
+            continue
+        source = sample.source
+        key = hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else f"path:{source}"
+        if key not in rows:
+            rows[key] = len(unique)
+            unique.append(sample)
+        index.append(rows[key])
+    return LabelledSet(tuple(unique), data.classes), np.asarray(index, dtype=int)
 
 
 @st.cache_data(show_spinner=False, max_entries=64, ttl=600)

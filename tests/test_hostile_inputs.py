@@ -731,3 +731,26 @@ def test_a_png_with_a_huge_compressed_text_chunk_says_so() -> None:
         "notes.png: the PNG carries a text (metadata) chunk that expands to more than 1 MB, which is not "
         "read; save the image again without its metadata (for example 'export as PNG' with metadata off)."
     )
+
+
+def test_label_csv_without_a_usable_row_says_so(image_bytes: MakeImage) -> None:
+    csv = b"filename,label\n,Parasitized\nb.png,\n"
+    assert _dataset_error(_labelled_zip(csv, image_bytes)) == (
+        "The label CSV 'labels.csv' has no row with both a file name and a label, so no image can be "
+        "labelled. For example, 'line 2': this line of the label CSV has no file name."
+    )
+
+
+def test_zip_of_5000_copies_of_one_tiny_image_is_read_and_evaluated_fast() -> None:
+    """The dashboard predicts each distinct file once (dashboard.compute.distinct_images)."""
+    import time
+
+    from dashboard.compute import distinct_images
+
+    png = _black_png(16, 16)
+    data = _zip([(f"{CLASSES[i % 2]}/{i}.png", png) for i in range(5000)])
+    started = time.perf_counter()
+    result = read_labelled_set(data, CLASSES)
+    unique, index = distinct_images(result)
+    assert time.perf_counter() - started < 20
+    assert len(result) == 5000 and len(unique.samples) == 1 and set(index.tolist()) == {0}

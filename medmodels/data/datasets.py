@@ -373,6 +373,12 @@ def _match(row: LabelRow, index: dict[str, dict[str, list[_Entry]]]) -> list[_En
 def _read_with_csv(
     upload: _Upload, entries: list[_Entry], rows: Sequence[LabelRow], csv_label: str
 ) -> list[Sample]:
+    if not rows:
+        left_out = [s for s in upload.skipped if s.reason.startswith(("this line of the label CSV", "the label CSV"))]
+        raise DatasetError(
+            f"{csv_label[0].upper()}{csv_label[1:]} has no row with both a file name and a label, so "
+            f"no image can be labelled.{_first_problem(left_out)}"
+        )
     index = _index(entries)
     matched: dict[int, LabelRow] = {}
     for row in rows:
