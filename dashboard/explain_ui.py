@@ -355,3 +355,29 @@ def localisation_section(task: Any, entries: Sequence[Any], sets: dict, key: str
                                 ("inside", "chance", "inside / chance", "inside (dilated)", "chance (dilated)")})
     for name, problem in dict(problems).items():
         st.warning(f"{as_text(name)}: {as_text(problem)}; its box is skipped.")
+
+
+def lung_share_columns(entries: Sequence[Any], item: InputImage, maps: dict) -> dict:
+    """Compare's per-image columns: each model's share of its map inside the lung field."""
+    out: dict[str, Any] = {}
+    for e in entries:
+        if e.task_spec.modality != "x-ray":
+            return {}
+        scores, _ = localisation(e, item, maps[e.name]["map"])
+        out[f"inside lungs: {e.title}"] = scores[0].inside if scores else None
+        chance = scores[0].chance if scores else None
+    return {**out, "lung field's share (chance)": chance} if out else out
+
+
+def lung_share_caption(table: Any) -> str:
+    """Mean inside-the-lungs share per model over the compared images, next to chance."""
+    cols = [c for c in table.columns if str(c).startswith("inside lungs: ")]
+    if not cols:
+        return ""
+    means = ", ".join(f"{c.removeprefix('inside lungs: ')} {table[c].mean():.0%}" for c in cols
+                      if table[c].notna().any())
+    chance = table["lung field's share (chance)"]
+    scored = int(table[cols[0]].notna().sum())
+    return (f"Share of Grad-CAM inside the predicted lung field (mean over {scored} X-ray(s) with a "
+            f"plausible field): {means or 'none scored'}; chance {chance.mean():.0%}." if scored else
+            "No compared X-ray had a plausible lung field; the inside-the-lungs share was not computed.")

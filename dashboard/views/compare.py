@@ -18,7 +18,7 @@ from dashboard.common import (
     task_picker,
     trained_model,
 )
-from dashboard.explain_ui import Display, overlay
+from dashboard.explain_ui import Display, lung_share_caption, lung_share_columns, overlay
 from medmodels.latency import stored_latency
 
 MODES = {
@@ -201,6 +201,7 @@ with page_errors("Comparing Grad-CAMs"):
                 "truth": item.label,
                 "rank correlation (Spearman)": map_rank_correlation(maps[a.name]["map"], maps[b.name]["map"]),
                 f"IoU of top {fraction:.0%}": topk_iou(maps[a.name]["map"], maps[b.name]["map"], fraction),
+                **lung_share_columns(chosen, item, maps),
             }
         )
         pairs.append((item, maps))
@@ -211,6 +212,12 @@ with page_errors("Comparing Grad-CAMs"):
         f"{table.iloc[:, 3].mean():.3f} over {len(table)} image(s). Both maps explain each model's own "
         "predicted class."
     )
+    if lung_share_caption(table):
+        st.caption(lung_share_caption(table))
+        from medmodels.explain.localise_survey import stored_summary
+
+        if stored_summary(task.name, [e.name for e in chosen]):
+            st.caption(stored_summary(task.name, [e.name for e in chosen]))
     display = Display(opacity=0.5)
     shown = pairs[:6]
     for start in range(0, len(shown), 2):  # two (image, map A, map B) triplets per row

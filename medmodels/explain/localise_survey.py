@@ -351,3 +351,23 @@ def localisation_table(weights_dir: Path | None = None) -> str:
         for name, why in rec.get("skipped", {}).items():
             lines.append(f"| {task} | {name} | – | 0 | not surveyed: {why} | | |")
     return "\n".join(lines) + "\n"
+
+
+def stored_summary(task: str, names: list[str], method: str = "gradcam",
+                   weights_dir: Path | None = None) -> str:
+    """One sentence from ``weights/<task>/localisation.json`` for the models ``names`` (or "")."""
+    rec = read_records(weights_dir).get(task)
+    if not rec:
+        return ""
+    parts, chance = [], None
+    for name in names:
+        m = (rec.get("models", {}).get(name) or {}).get("methods", {}).get(method)
+        if m and m.get("inside_mean") is not None:
+            parts.append(f"{name} {_pct(m['inside_mean'])} (over {m['n_scored']} images)")
+            chance = m.get("chance_mean")
+    if not parts:
+        return ""
+    from medmodels.explain import METHODS
+
+    return (f"Over each model's whole test split (stored survey), the share of {METHODS[method]} inside "
+            f"the {rec.get('region', 'region')}: " + ", ".join(parts) + f"; chance {_pct(chance)}.")
