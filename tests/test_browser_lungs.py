@@ -1,0 +1,87 @@
+"""In a real headless Chromium: Explore shows the lung-outline toggle and the inside-the-lungs
+score under each map for a bundled chest X-ray.
+
+Needs Debian's chromium (/usr/bin/chromium), the playwright package and the shipped lung
+model (weights/lungs/unet_lite0). The COVID-19 classifier is an untrained folder written
+into a temporary weights directory; the lung model is the shipped one, copied beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS, start_dashboard, stop
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "test-output" / "browser"
+LUNGS = ROOT / "weights" / "lungs" / "unet_lite0"
+XRAY = next(iter(sorted((ROOT / "examples" / "covid" / "COVID-19").glob("*.jpg"))), None)
+WAIT_MS = 180_000
+LUNG_SCORE = re.compile(r"\d+ % inside the lung field \(chance \d+ %\)|lung field not found; score not computed")
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed at /usr/bin/chromium"),
+    pytest.mark.skipif(not (LUNGS / "model.safetensors").is_file(), reason="the lung model is not shipped here"),
+    pytest.mark.skipif(XRAY is None, reason="no bundled COVID-19 X-ray"),
+]
+
+pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import torch
+
+    from dashboard.sample_weights import write_untrained_folder
+
+    torch.set_num_threads(1)
+    weights = tmp_path_factory.mktemp("weights")
+    write_untrained_folder(weights, "covid", "mobilenet_v2")
+    shutil.copytree(LUNGS, weights / "lungs" / "unet_lite0")
+    env = {**os.environ, "MEDMODELS_WEIGHTS_DIR": str(weights), "HF_HUB_OFFLINE": "1",
+           "MEDMODELS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    try:
+        proc, url, _ = start_dashboard(env, log)
+    except RuntimeError as err:
+        pytest.fail(f"{err}; see {log.name}")
+    yield url
+    stop(proc)
+    log.close()
+
+
+def test_explore_xray_shows_lung_toggle_and_score(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+            args=list(CHROMIUM_ARGS), viewport={"width": 1400, "height": 1000},
+        )
+        page = context.new_page()
+        page.goto(server)
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Explore").click()
+        page.get_by_role("heading", name="Explore").wait_for(timeout=WAIT_MS)
+        page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Task", exact=True)).click()
+        page.get_by_role("option", name=re.compile("COVID-19 vs normal")).click()
+        page.get_by_text("Does a frontal chest X-ray show").wait_for(timeout=WAIT_MS)
+        page.locator("input[type=file]").first.set_input_files(str(XRAY))
+        page.get_by_role("heading", name="Explanations").wait_for(timeout=WAIT_MS)
+        toggle = page.get_by_text("Show the lung outline")
+        toggle.wait_for(timeout=WAIT_MS)
+        page.get_by_text(LUNG_SCORE).first.wait_for(timeout=WAIT_MS)  # the score under a map
+        toggle.click()
+        page.wait_for_timeout(1500)
+        page.get_by_text(LUNG_SCORE).first.wait_for(timeout=WAIT_MS)
+        assert page.locator("text=Traceback").count() == 0
+        OUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUT / "20_explore_lung_outline.png"), full_page=True)
+        context.close()
