@@ -503,6 +503,10 @@ def render_report(weights_dir: Path) -> str:
         lines += wbc_section(runs.get("wbc", {}), _not_shipped(weights_dir, "wbc"))
     xray_sections = _xray_sections(weights_dir)
     lines += xray_sections
+    from medmodels.explain.localise_survey import localisation_table  # issue 19's survey records
+
+    if localisation_table(weights_dir):
+        lines += ["## Where do our models look?", "", localisation_table(weights_dir), ""]
     skip = {"malaria", "wbc"} | ({"covid", "mortality"} if xray_sections else set())
     others = sorted(t for t in runs if t not in skip)
     for task in others:
