@@ -131,7 +131,7 @@ def _score_column(frame: pd.DataFrame, cls: str) -> str | None:
 
 def cv_fold_curves(task: Any, name: str) -> dict[str, list]:
     """Per-fold ROC and PR curves from a model's stored predictions.csv (or metrics.json)."""
-    from medmodels.metrics import CurveData, pr_curve_data, roc_curve_data
+    from medmodels.metrics import pr_curve_data, roc_curve_data
 
     _model, card = trained_model(task.name, name)
     out: dict[str, list] = {"roc": [], "pr": []}
@@ -146,28 +146,19 @@ def cv_fold_curves(task: Any, name: str) -> dict[str, list]:
                 out["roc"].append(roc_curve_data(truth, part[score].to_numpy()))
                 out["pr"].append(pr_curve_data(truth, part[score].to_numpy()))
             return out
-    for fold in (card.metrics.get("cv") or {}).get("folds", []):
-        stored = fold.get("curves") or (fold.get("test") or {}).get("curves") or {}
-        for kind in ("roc", "pr"):
-            if kind in stored:
-                c = stored[kind]
-                out[kind].append(
-                    CurveData(x=c["x"], y=c["y"], thresholds=c.get("thresholds", []), auc=c.get("auc"))
-                )
-    return out
+    return out  # the run record keeps per-fold metrics, not per-fold curves
 
 
 def cv_summary(task: Any, name: str) -> pd.DataFrame | None:
     """Per-fold test metrics and, when stored, their mean and standard deviation (metrics.json)."""
     _model, card = trained_model(task.name, name)
-    cv = card.metrics.get("cv") or {}
-    rows = {
-        f"fold {f.get('fold', i + 1)}": (f.get("test") or {}).get("metrics", {})
-        for i, f in enumerate(cv.get("folds", []))
-    }
-    if cv.get("mean"):
-        rows["mean"] = cv["mean"]
-        rows["std"] = cv.get("std", {})
+    cv = card.record.cv if card.record is not None else None
+    if cv is None:
+        return None
+    rows: dict[str, dict] = {f"fold {f.fold}": f.test.metrics for f in cv.folds}
+    if cv.mean:
+        rows["mean"] = cv.mean
+        rows["std"] = cv.std or {}
     if not rows:
         return None
     keys = [k for k in METRIC_ORDER if any(k in r for r in rows.values())]
@@ -175,4 +166,5 @@ def cv_summary(task: Any, name: str) -> pd.DataFrame | None:
 
 
 def cv_note(task: Any, name: str) -> str | None:
-    return (trained_model(task.name, name)[1].metrics.get("cv") or {}).get("note")
+    record = trained_model(task.name, name)[1].record
+    return record.cv.note if record is not None and record.cv is not None else None

@@ -31,35 +31,25 @@ def write_untrained_folder(weights_dir: Path, task: str, name: str, seed: int = 
     report = compute_metrics(
         [s.label for s in examples.samples], probs, entry.classes, entry.task_spec.positive_index
     )
-    metrics = {
-        "task": task,
-        "name": name,
-        "model": name,
-        "arch": entry.arch,
-        "untrained": True,
-        "parameters": count_parameters(model),
-        "data": {
-            "source": "bundled examples",
-            "n_images": len(images),
-            "n_groups": None,
-            "class_counts": {
-                c: sum(s.label == k for s in examples.samples) for k, c in enumerate(entry.classes)
-            },
-        },
-        "split": {"mode": "grouped", "seed": seed, "fractions": [0.0, 0.0, 1.0]},  # no held-out groups
-        "training": {
-            "seconds": 0.0,
-            "best_epoch": 0,
-            "epochs_run": 0,
-            "stop_reason": "not trained (random weights for tests)",
-        },
-        "test": {**report.to_dict(), "notes": list(report.notes)},
-        "inference_ms": time_inference(
-            model, entry.preprocess, batch_sizes=(1,), repeats=2, min_seconds=0.05
-        ),
-    }
+    from medmodels.record import (
+        DataSummary, InferenceTime, RunRecord, SplitMetrics, SplitSummary, TrainingSummary,
+    )
+
+    record = RunRecord(
+        task=task, name=name, model=name, arch=entry.arch, untrained=True,
+        parameters=count_parameters(model),
+        data=DataSummary(source="bundled examples", n_images=len(images), n_groups=None,
+                         class_counts={c: sum(s.label == k for s in examples.samples)
+                                       for k, c in enumerate(entry.classes)}),
+        split=SplitSummary(mode="grouped", by=None, fractions=[0.0, 0.0, 1.0], seed=seed),  # no held-out groups
+        training=TrainingSummary(seconds=0.0, best_epoch=0, epochs_run=0,
+                                 stop_reason="not trained (random weights for tests)"),
+        test=SplitMetrics.from_report(report),
+        inference_ms=InferenceTime(threads=None, **time_inference(
+            model, entry.preprocess, batch_sizes=(1,), repeats=2, min_seconds=0.05)),
+    )
     card = (
         f"# {entry.title} ({entry.key}), untrained\n\nRandom weights written for tests and "
         "benchmarks; its predictions mean nothing.\n"
     )
-    return save_model_folder(model, entry, Path(weights_dir) / task / name, metrics=metrics, card=card)
+    return save_model_folder(model, entry, Path(weights_dir) / task / name, record=record, card=card)

@@ -77,16 +77,16 @@ def evaluate_set(
 
 
 def held_out_set(card: object) -> LabelledSet:
-    """The test split a shipped model was scored on, rebuilt from its metrics.json.
+    """The test split a shipped model was scored on, rebuilt from its run record.
 
-    metrics.json stores the group ids (patients, slides, original cells) of each split;
+    The record stores the group ids (patients, slides, original cells) of each split part;
     the test set is every image of the shared data whose group is in the test part.
     """
     from medmodels.data.shared import shared_samples
 
-    split = (card.metrics or {}).get("split", {})  # type: ignore[attr-defined]
-    groups = split.get("test_groups")
-    if not isinstance(groups, list) or not groups:
+    record = card.record  # type: ignore[attr-defined]
+    groups = record.test_groups() if record is not None else []
+    if not groups:
         raise DatasetError(
             f"{card.entry.key} records no test split in its metrics.json; "  # type: ignore[attr-defined]
             "pass --data with a labelled set instead."

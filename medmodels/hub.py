@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medmodels.errors import WeightsError
+from medmodels.record import RECORD_FILE, RecordError, RunRecord
 from medmodels.zoo.registry import ModelEntry, build_arch, count_parameters, get_entry
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = RECORD_FILE
 CARD_FILE = "README.md"
 HUB_CONFIG_FILE = REPO_ROOT / "hub.toml"
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
@@ -89,14 +90,19 @@ class ResolvedWeights:
 
 @dataclass(frozen=True)
 class TrainedCard:
-    """What a loaded model carries besides its tensors: config, metrics and card text."""
+    """What a loaded model carries besides its tensors: config, run record and card text."""
 
     entry: ModelEntry
     folder: Path
     source: str
     config: dict[str, Any]
-    metrics: dict[str, Any] = field(default_factory=dict)
+    record: RunRecord | None = None
     card: str = ""
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run record as plain data (for pages that show the raw record); empty without one."""
+        return self.record.to_dict() if self.record is not None else {}
 
 
 def sha256_of(path: Path) -> str:
@@ -126,7 +132,7 @@ def save_model_folder(
     entry: ModelEntry,
     folder: Path,
     *,
-    metrics: dict[str, Any],
+    record: RunRecord | None,
     card: str,
     half: bool = False,
 ) -> Path:
@@ -141,18 +147,11 @@ def save_model_folder(
     save_file(state, str(weights), metadata={"task": entry.task, "name": entry.name, "arch": entry.arch})
     config = model_config(entry, model, sha256_of(weights), str(dtype).removeprefix("torch."))
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    if record is not None:  # weights made elsewhere may come without a run record
+        record.write(folder / METRICS_FILE)
     (folder / CARD_FILE).write_text(card)
     log.info("saved %s to %s (%.1f MB)", entry.key, folder, weights.stat().st_size / 1e6)
     return folder
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def _local_folder(entry: ModelEntry, settings: HubSettings) -> Path | None:
@@ -327,6 +326,15 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise WeightsError(f"{path} is not valid JSON ({err}).") from None
 
 
+def _read_record(folder: Path) -> RunRecord | None:
+    if not (folder / METRICS_FILE).is_file():
+        return None
+    try:
+        return RunRecord.read(folder)
+    except RecordError as err:
+        raise WeightsError(f"{folder}: {err}") from None
+
+
 def load_state(folder: Path, entry: ModelEntry) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read and verify (format, sha256, architecture) the state dict of a model folder."""
     weights = folder / WEIGHTS_FILE
@@ -372,11 +380,14 @@ def store_half(folder: Path) -> Path:
     save_file(halved, str(weights), metadata={"task": entry.task, "name": entry.name, "arch": entry.arch})
     config.update(dtype="float16", sha256=sha256_of(weights))
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    metrics = _read_json(folder / METRICS_FILE)
-    if metrics:
-        metrics.setdefault("recipe", {})["half"] = True
-        metrics["storage"] = {"dtype": "float16", "converted_after_training": True}
-        (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    if (folder / METRICS_FILE).is_file():
+        from medmodels.record import Storage
+
+        record = RunRecord.read(folder)
+        if record.recipe is not None:
+            record.recipe["half"] = True
+        record.storage = Storage(dtype="float16", converted_after_training=True)
+        record.write(folder)
     log.info("stored %s in fp16 (%.1f MB)", entry.key, weights.stat().st_size / 1e6)
     return folder
 
@@ -400,7 +411,7 @@ def load_trained(
     model.eval()
     card = TrainedCard(
         entry=entry, folder=resolved.folder, source=resolved.source, config=config,
-        metrics=_read_json(resolved.folder / METRICS_FILE),
+        record=_read_record(resolved.folder),
         card=(resolved.folder / CARD_FILE).read_text() if (resolved.folder / CARD_FILE).is_file() else "",
     )
     return model, card

@@ -100,12 +100,11 @@ def test_a_recipe_with_recalibration_trains_and_its_card_says_so(tmp_path, monke
     from medmodels.train.recipe import recipe_from_dict
 
     monkeypatch.setattr(run_mod, "LOG_DIR", tmp_path / "logs")
-    monkeypatch.setattr(run_mod, "CACHE_DIR", tmp_path / "cache")
     recipe = recipe_from_dict({
         "name": "tiny_quadsnet", "task": "malaria", "model": "quadsnet", "data": "synthetic",
         "max_images": 24, "input_size": 16, "epochs": 1, "batch_size": 8, "loss": "margin",
         "recalibrate_bn": 8, "split": {"fractions": [0.5, 0.25, 0.25], "seed": 0},
     })
-    out = run_mod.run_recipe(recipe, tmp_path / "out")
+    out = run_mod.run(recipe, tmp_path / "out")
     assert "re-estimated on 8 training images with dropout off" in (out / "README.md").read_text()
-    assert run_mod.reevaluate(out)["metrics"]["accuracy"] is not None
+    assert run_mod.reevaluate(out).metrics["accuracy"] is not None

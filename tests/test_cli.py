@@ -53,7 +53,7 @@ def tiny_weights(tmp_path_factory) -> Path:
         torch.nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
     root = tmp_path_factory.mktemp("weights")
-    save_model_folder(model.eval(), entry, root / TASK / NAME, metrics={}, card="# tiny\n")
+    save_model_folder(model.eval(), entry, root / TASK / NAME, record=None, card="# tiny\n")
     return root
 
 

@@ -347,9 +347,11 @@ def test_compare_prefers_a_stored_same_run_timing_over_after_training_numbers(we
     assert_clean(at)
     assert "CPU ms / image, after training" in frame(at, "size on disk (MB)").columns
     assert any("may not compare" in c.value for c in at.caption)
-    timing = weights / "malaria" / "inference_timing.json"
-    timing.write_text(json.dumps({"created": "2999-01-01T00:00:00+00:00", "models": {
-        "shallow_cnn3": {"ms_per_image_batch1": 3.0}, "vgg16": {"ms_per_image_batch1": 27.0}}}))
+    from medmodels.latency import TIMING_FILE, ModelTiming, TimingRecord
+
+    timing = TimingRecord(task="malaria", threads=1, torch="x", created="2999-01-01T00:00:00+00:00",
+                          models={"shallow_cnn3": ModelTiming(3.0), "vgg16": ModelTiming(27.0)}
+                          ).write(weights / "malaria" / TIMING_FILE)
     try:
         at.run()
         assert_clean(at)

@@ -70,18 +70,19 @@ def test_needs_exactly_one_teacher_source() -> None:
 
 def test_tiny_distill_recipe_end_to_end(tmp_path: Path) -> None:
     """The CI recipe on generated images: student weights move, teacher weights do not."""
-    from medmodels.train.xray import load_xray_recipe, run_xray
+    from medmodels.train.recipe import load_recipe
+    from medmodels.train.run import run
     from medmodels.zoo.registry import build_arch, get_entry
 
     torch.set_num_threads(1)
-    recipe, opts = load_xray_recipe(REPO / "recipes" / "tiny_distill.yaml")
+    recipe = load_recipe(REPO / "recipes" / "tiny_distill.yaml")
     # A small teacher keeps the test fast; the recipe's own path builds an untrained kd_teacher.
     entry = get_entry("covid", "mobilenet_v2")
     entry = dataclasses.replace(entry, preprocess=dataclasses.replace(entry.preprocess, input_size=32))
     torch.manual_seed(123)
     teacher = build_arch(entry)
     t0 = _snapshot(teacher)
-    out = run_xray(recipe, opts, tmp_path / "kd", teacher_model=teacher)
+    out = run(recipe, tmp_path / "kd", teacher_model=teacher)
     assert not _changed(t0, teacher)
 
     from safetensors.torch import load_file

@@ -31,12 +31,27 @@ REPO = "medmodels-test/weights"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
+
+def _record(task: str, name: str, **fields):
+    """A minimal run record (the hub stores and returns it as it is)."""
+    from medmodels.record import RunRecord
+
+    return RunRecord.from_dict({
+        "schema": 2, "task": task, "name": name, "model": name, "arch": name, "parameters": 1,
+        "data": {"source": "test", "n_images": 0, "n_groups": None, "class_counts": {}},
+        "split": {"mode": "grouped", "by": None, "fractions": [0.0, 0.0, 1.0], "seed": 0},
+        "training": {"seconds": 0.0, "best_epoch": 0, "epochs_run": 0, "stop_reason": "test"}, **fields})
+
+
 @pytest.fixture()
+
 def trained_folder(tmp_path: Path) -> Path:
     torch.manual_seed(1)
     model = create_model(TASK, NAME)
     folder = tmp_path / "weights" / TASK / NAME
-    save_model_folder(model, get_entry(TASK, NAME), folder, metrics={"test": {"accuracy": 0.5}},
+    save_model_folder(model, get_entry(TASK, NAME), folder, record=_record(TASK, NAME, test={
+                          "n": 2, "metrics": {"accuracy": 0.5}, "per_class": {}, "confusion_matrix": [[1, 1], [0, 0]],
+                          "classes": ["a", "b"], "threshold": 0.5}),
                       card="# card\n")
     return folder
 
@@ -58,7 +73,7 @@ def build_hub_cache(cache: Path, folder: Path, revision: str = "main") -> None:
 
 def test_local_round_trip(tmp_path: Path, trained_folder: Path) -> None:
     model, card = load_trained(TASK, NAME, _settings(tmp_path))
-    assert card.source == "local" and card.metrics["test"]["accuracy"] == 0.5
+    assert card.source == "local" and card.record.test.metrics["accuracy"] == 0.5
     assert not model.training
     config = json.loads((trained_folder / CONFIG_FILE).read_text())
     assert config["arch"] == "shallow_cnn2" and config["classes"] == ["Parasitized", "Uninfected"]
@@ -68,7 +83,7 @@ def test_local_round_trip(tmp_path: Path, trained_folder: Path) -> None:
 def test_fp16_folder_loads_as_float32(tmp_path: Path) -> None:
     model = create_model(TASK, NAME)
     save_model_folder(model, get_entry(TASK, NAME), tmp_path / "weights" / TASK / NAME,
-                      metrics={}, card="", half=True)
+                      record=_record(TASK, NAME), card="", half=True)
     loaded, card = load_trained(TASK, NAME, _settings(tmp_path))
     assert card.config["dtype"] == "float16"
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
@@ -162,14 +177,17 @@ def test_store_half_halves_the_file_and_keeps_the_folder_loadable(tmp_path) -> N
     entry = get_entry("malaria", "shallow_cnn1")
     model = create_model("malaria", "shallow_cnn1").eval()
     folder = tmp_path / "malaria" / "shallow_cnn1"
-    save_model_folder(model, entry, folder, metrics={"recipe": {"half": False}}, card="# card\n")
+    save_model_folder(model, entry, folder, record=_record(entry.task, entry.name, recipe={"half": False}),
+                      card="# card\n")
     before = (folder / "model.safetensors").stat().st_size
     store_half(folder)
     assert (folder / "model.safetensors").stat().st_size < 0.55 * before
     config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    assert config["dtype"] == "float16" and metrics["recipe"]["half"] is True
-    assert metrics["storage"] == {"dtype": "float16", "converted_after_training": True}
+    from medmodels.record import RunRecord, Storage
+
+    record = RunRecord.read(folder)
+    assert config["dtype"] == "float16" and record.recipe["half"] is True
+    assert record.storage == Storage(dtype="float16", converted_after_training=True)
     loaded, _ = load_trained("malaria", "shallow_cnn1", HubSettings(weights_dir=tmp_path))
     x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(loaded(x), model(x), atol=1e-2)

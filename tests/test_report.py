@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 from medmodels.cli import main
+from medmodels.record import RunRecord
 from medmodels.report import render_report
 
 WBC = ["EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL"]
@@ -14,40 +15,49 @@ def _split(mode: str = "grouped") -> dict:
     part = lambda n, g: {"n_images": n, "n_groups": g if mode == "grouped" else None,  # noqa: E731
                          "groups": [f"s{i}" for i in range(g)] if mode == "grouped" else None,
                          "class_counts": {}}
-    return {"mode": mode, "fractions": [0.7, 0.1, 0.2], "seed": 42,
+    return {"mode": mode, "by": "group", "fractions": [0.7, 0.1, 0.2], "seed": 42,
             "train": part(700, 20), "val": part(100, 4), "test": part(200, 6)}
+
+
+def _parts() -> dict:
+    return {k: v for k, v in _split().items() if k in ("train", "val", "test")}
+
+
+TRAINING = {"seconds": 123.4, "best_epoch": 7, "epochs_run": 10, "stop_reason": "completed all epochs"}
 
 
 def _binary(acc: float, spec: float = 0.9) -> dict:
     return {"n": 200, "metrics": {"accuracy": acc, "sensitivity": 0.9, "specificity": spec,
                                   "precision": 0.91, "tp": 90, "tn": 92, "f1": 0.905, "mcc": 0.81},
-            "per_class": {}, "confusion_matrix": [[90, 10], [8, 92]], "classes": ["Parasitized", "Uninfected"]}
+            "per_class": {}, "confusion_matrix": [[90, 10], [8, 92]], "classes": ["Parasitized", "Uninfected"],
+            "threshold": 0.5}
 
 
 def _multi(acc: float, mcc: float = 0.5) -> dict:
     return {"n": 35, "metrics": {"accuracy": acc, "f1": 0.5, "mcc": mcc},
             "per_class": {c: {"precision": 0.5, "recall": 0.25, "f1": 0.33, "support": 5} for c in WBC},
-            "confusion_matrix": [[3, 1, 0, 1], [0, 4, 0, 1], [0, 1, 1, 0], [2, 0, 0, 21]], "classes": WBC}
+            "confusion_matrix": [[3, 1, 0, 1], [0, 4, 0, 1], [0, 1, 1, 0], [2, 0, 0, 21]], "classes": WBC,
+            "threshold": None}
 
 
 def _write(root: Path, task: str, folder: str, name: str, test: dict, mode: str = "grouped",
            ms: float = 1.0) -> None:
     path = root / task / folder
     path.mkdir(parents=True)
-    (path / "metrics.json").write_text(json.dumps({
-        "task": task, "name": name, "data": {"n_images": 1000, "class_counts": {}},
+    RunRecord.from_dict({
+        "schema": 2, "task": task, "name": name, "model": name, "arch": name, "parameters": 1000,
+        "data": {"source": "shared", "n_images": 1000, "n_groups": None, "class_counts": {}},
         "recipe": {"save_weights": mode == "grouped"},
-        "split": _split(mode), "test": test,
-        "training": {"seconds": 123.4, "best_epoch": 7, "epochs_run": 10, "stop_reason": "completed all epochs"},
-        "inference_ms": {"ms_per_image_batch1": ms, "ms_per_image_batch32": ms / 4},
-    }))
+        "split": _split(mode), "test": test, "training": TRAINING,
+        "inference_ms": {"threads": 1, "ms_per_image_batch1": ms, "ms_per_image_batch32": ms / 4},
+    }).write(path)
 
 
 def _fake_weights(root: Path) -> Path:
     _write(root, "malaria", "shallow_cnn3", "shallow_cnn3", _binary(0.9612))
     path = root / "malaria" / "shallow_cnn3" / "metrics.json"
     m = json.loads(path.read_text())
-    m["test_per_group"] = [{"group": "C102P63ThinF", "class": "Uninfected", "n": 68, "accuracy": 0.5}]
+    m["test_per_group"] = [{"group": "C102P63ThinF", "true_class": "Uninfected", "n": 68, "accuracy": 0.5}]
     path.write_text(json.dumps(m))
     _write(root, "malaria", "vgg16", "vgg16", _binary(0.9311), ms=9.0)
     _write(root, "malaria", "shallow_cnn1_noaug", "shallow_cnn1_noaug", _binary(0.5, spec=0.0))
@@ -111,7 +121,7 @@ def test_same_run_timing_covers_architectures_without_weights(tmp_path):
     import torch
 
     from medmodels.hub import save_model_folder
-    from medmodels.report import read_timing, time_task_models
+    from medmodels.latency import read_timing, time_task_models
     from medmodels.zoo import create_model, get_entry, list_models
 
     root = tmp_path / "weights"
@@ -120,12 +130,12 @@ def test_same_run_timing_covers_architectures_without_weights(tmp_path):
     _write(root, "malaria", "shallow_cnn3", "shallow_cnn3", _binary(0.9612))
     folder = root / "malaria" / "shallow_cnn3"
     save_model_folder(create_model("malaria", "shallow_cnn3"), entry, folder,
-                      metrics=json.loads((folder / "metrics.json").read_text()), card="# test\n")
+                      record=RunRecord.read(folder), card="# test\n")
     time_task_models(root, "malaria", batch_sizes=(1,), rounds=1)
     timing = read_timing(root, "malaria")
-    assert set(timing["models"]) == {e.name for e in list_models("malaria")}
-    assert "shallow_cnn3" not in timing["architecture_only"]
-    assert {"vgg16", "resnet50"} <= set(timing["architecture_only"])
+    assert set(timing.models) == {e.name for e in list_models("malaria")}
+    assert "shallow_cnn3" not in timing.architecture_only
+    assert {"vgg16", "resnet50"} <= set(timing.architecture_only)
     _write(root, "malaria", "vgg16", "vgg16", _binary(0.93))
     text = render_report(root)
     assert "| vgg16 (architecture only: no weights shipped) |" in text
@@ -148,7 +158,7 @@ def test_a_metrics_only_baseline_is_reported_and_marked(tmp_path):
 
 def test_a_cross_validation_run_reports_its_spread(tmp_path):
     root = _fake_weights(tmp_path / "weights")
-    folds = [{"fold": i + 1, "test": _binary(acc), "split": _split()} for i, acc in enumerate((0.88, 0.95, 0.91))]
+    folds = [{"fold": i + 1, "test": _binary(acc), "split": _parts(), "training": TRAINING} for i, acc in enumerate((0.88, 0.95, 0.91))]
     _write(root, "malaria", "shallow_cnn3/shallow_cnn3_cv3", "shallow_cnn3_cv3", _binary(0.91))
     path = root / "malaria" / "shallow_cnn3" / "shallow_cnn3_cv3" / "metrics.json"
     m = json.loads(path.read_text())
@@ -180,7 +190,8 @@ def test_development_cross_validation_runs_form_a_model_selection_table(tmp_path
         shipped = json.loads((root / "malaria" / "shallow_cnn3" / "metrics.json").read_text())["recipe"]
         m["recipe"] = {**shipped, "name": name, "save_weights": False, "split": {"cv_scope": "development"},
                        **({} if name == "cnn3_a_devcv" else {"lr": 0.123})}  # b changes a setting
-        folds = [{"fold": i + 1, "test": _binary(a), "split": {"test": {"groups": [f"s{i}a", f"s{i}b"]}}}
+        folds = [{"fold": i + 1, "test": _binary(a), "training": TRAINING,
+                  "split": {**_parts(), "test": {**_parts()["test"], "groups": [f"s{i}a", f"s{i}b"]}}}
                  for i, a in enumerate(accs)]
         m["cv"] = {"folds": folds, "n_folds": 2, "mean": {"accuracy": sum(accs) / 2, "mcc": 0.8},
                    "std": {"accuracy": 0.02, "mcc": 0.01}}

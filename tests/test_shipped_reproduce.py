@@ -6,13 +6,13 @@ Needs ../shared/data (skips without it).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from medmodels.data.shared import shared_data_root
+from medmodels.record import RunRecord
 from medmodels.train.run import reevaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,8 +23,7 @@ def _shipped() -> list[Path]:
     folders = []
     for task in ("malaria", "wbc"):
         for weights in sorted((REPO / "weights" / task).glob("*/model.safetensors")):
-            metrics = json.loads((weights.parent / "metrics.json").read_text())
-            if metrics.get("recipe", {}).get("data", "shared") == "shared":
+            if (RunRecord.read(weights.parent).recipe or {}).get("data") == "shared":
                 folders.append(weights.parent)
     return folders
 
@@ -33,8 +32,8 @@ def _shipped() -> list[Path]:
 @pytest.mark.parametrize("folder", _shipped(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_metrics_are_what_the_weights_score(folder: Path) -> None:
     torch.set_num_threads(1)
-    stored = json.loads((folder / "metrics.json").read_text())["test"]["metrics"]
-    again = reevaluate(folder)["metrics"]
+    stored = RunRecord.read(folder).test_metrics
+    again = reevaluate(folder).metrics
     for key in KEYS:
         if key in stored and stored[key] is not None:
             assert again[key] == pytest.approx(stored[key], abs=2e-3), key
@@ -43,8 +42,8 @@ def test_committed_metrics_are_what_the_weights_score(folder: Path) -> None:
 def _shipped_covid() -> list[str]:
     names = []
     for weights in sorted((REPO / "weights" / "covid").glob("*/model.safetensors")):
-        metrics = json.loads((weights.parent / "metrics.json").read_text())
-        if (metrics.get("xray") or {}).get("ship") == "fold1":
+        record = RunRecord.read(weights.parent)
+        if (record.recipe or {}).get("split", {}).get("ship") == "fold1":
             names.append(weights.parent.name)
     return names
 
@@ -58,8 +57,8 @@ def test_covid_weights_score_their_held_out_fold_as_committed(name: str) -> None
 
     torch.set_num_threads(1)
     model, card = load_trained("covid", name)
-    stored = card.metrics["test"]
+    stored = card.record.test
     result = evaluate_set(model, card.entry, held_out_set(card))
-    assert len(result.labels) == stored["n"]
+    assert len(result.labels) == stored.n
     for key in ("accuracy", "balanced_accuracy", "roc_auc"):
-        assert result.report.metrics[key] == pytest.approx(stored["metrics"][key], abs=0.01), key
+        assert result.report.metrics[key] == pytest.approx(stored.metrics[key], abs=0.01), key

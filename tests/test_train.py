@@ -16,7 +16,10 @@ from medmodels.train import run as run_mod
 from medmodels.train.augment import augment_batch
 from medmodels.train.loop import FitConfig, TensorData, epoch_order, fit
 from medmodels.train.recipe import AugmentConfig, RecipeError, load_recipe, recipe_from_dict
-from medmodels.train.run import recipe_samples, reevaluate, run_recipe, split_indices
+from medmodels.record import RunRecord
+from medmodels.train import pool as pool_mod
+from medmodels.train.pool import recipe_pool
+from medmodels.train.run import fixed_split, fold_splits, reevaluate, run as run_recipe
 from medmodels.zoo.registry import Preprocess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +36,14 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _logs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr(run_mod, "LOG_DIR", tmp_path / "logs")
-    monkeypatch.setattr(run_mod, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(pool_mod, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(run_mod, "FOLD_CACHE_DIR", tmp_path / "folds")
+
+
+def split_indices(recipe, pool):
+    """The fixed split of a fully labelled pool, as indices."""
+    labels = np.asarray(pool.labels, dtype=int)
+    return fixed_split(recipe, labels, pool.groups)
 
 
 def _recipe(**changes):
@@ -205,7 +215,7 @@ def test_custom_loss_receives_the_normalised_batch():
 
 def test_grouped_split_keeps_groups_disjoint_and_random_split_does_not_care():
     recipe = _recipe(max_images=64)
-    pool = recipe_samples(recipe)
+    pool = recipe_pool(recipe)
     parts = split_indices(recipe, pool)
     groups = {k: {pool.samples[i].group for i in v} for k, v in parts.items()}
     assert not groups["train"] & groups["val"]
@@ -229,7 +239,7 @@ def test_tiny_recipe_end_to_end_through_the_cli(tmp_path):
     assert metrics["recipe"]["name"] == "tiny_synthetic"
     split = metrics["split"]
     assert set(split["train"]["groups"]).isdisjoint(split["test"]["groups"])
-    assert split["test_groups"] == split["test"]["groups"]
+    assert RunRecord.read(out).test_groups() == split["test"]["groups"]
     assert metrics["test"]["n"] == split["test"]["n_images"]
     assert sum(r["n"] for r in metrics["test_per_group"]) == metrics["test"]["n"]
     assert {"accuracy", "mcc", "sensitivity", "specificity", "tp", "tn"} <= set(metrics["test"]["metrics"])
@@ -238,7 +248,7 @@ def test_tiny_recipe_end_to_end_through_the_cli(tmp_path):
     card = (out / "README.md").read_text()
     assert "not for diagnosis" in card and "Deviations from the paper" in card
     again = reevaluate(out)
-    assert again["metrics"]["accuracy"] == pytest.approx(metrics["test"]["metrics"]["accuracy"])
+    assert again.metrics["accuracy"] == pytest.approx(metrics["test"]["metrics"]["accuracy"])
 
 
 @pytest.mark.parametrize("balance", ["none", "class_weight", "oversample", "sampler"])
@@ -255,11 +265,11 @@ def test_half_storage_and_withdrawn_weights_keep_the_folder_honest(tmp_path):
     from medmodels.train.run import halve_trained_folder, withdraw_weights
 
     out = run_recipe(_recipe(max_images=16, batch_size=4), tmp_path / "m")
-    metrics = halve_trained_folder(out)
-    assert metrics["recipe"]["half"] is True and metrics["storage"]["fp32_test_metrics"]
+    record = halve_trained_folder(out)
+    assert record.recipe["half"] is True and record.storage.fp32_test_metrics
     assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
     assert "computed in float32" in (out / "README.md").read_text()
-    assert reevaluate(out)["metrics"] == pytest.approx(metrics["test"]["metrics"], nan_ok=True)
+    assert reevaluate(out).metrics == pytest.approx(record.test.metrics, nan_ok=True)
     withdraw_weights(out)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "metrics.json"]
     card = (out / "README.md").read_text()
@@ -275,11 +285,9 @@ def test_comparison_run_writes_metrics_only(tmp_path):
 
 @pytest.mark.parametrize("save_weights", [True, False])
 def test_cross_validation_writes_every_fold(tmp_path, save_weights):
-    from medmodels.train.cv import run_cv
-
     recipe = _recipe(max_images=32, save_weights=save_weights,
                      split={"fractions": [0.75, 0.25, 0.0], "seed": 0, "cv_folds": 2})
-    out = run_cv(recipe, tmp_path / "cv")
+    out = run_recipe(recipe, tmp_path / "cv")
     assert (out / "model.safetensors").is_file() == save_weights
     metrics = json.loads((out / "metrics.json").read_text())
     folds = metrics["cv"]["folds"]
@@ -296,7 +304,6 @@ def test_cross_validation_writes_every_fold(tmp_path, save_weights):
 
 
 def test_development_cross_validation_never_touches_the_fixed_test_groups():
-    from medmodels.train.cv import fold_splits
     from medmodels.data.samples import LabelledSet, Sample
 
     rng = np.random.default_rng(0)
@@ -360,15 +367,15 @@ def test_every_shipped_cell_model_file_is_at_most_60_mb():
 def test_every_shipped_cell_model_has_its_recipe_and_split():
     for task in ("malaria", "wbc"):
         for metrics_file in (REPO / "weights" / task).glob("*/metrics.json"):
-            metrics = json.loads(metrics_file.read_text())
-            recipe_file = REPO / "recipes" / f"{task}_{metrics['name']}.yaml"
+            record = RunRecord.read(metrics_file)
+            recipe_file = REPO / "recipes" / f"{task}_{record.name}.yaml"
             assert recipe_file.is_file(), recipe_file
-            assert recipe_from_dict(metrics["recipe"]) == load_recipe(recipe_file), (
+            assert record.recipe_obj() == load_recipe(recipe_file), (
                 f"{recipe_file.name} changed since {metrics_file} was trained: re-train or revert"
             )
-            assert metrics["split"]["mode"] == "grouped"
-            assert metrics["split"]["test_groups"], metrics_file
-            assert set(metrics["split"]["train_groups"]).isdisjoint(metrics["split"]["test_groups"])
+            assert record.split.mode == "grouped"
+            assert record.test_groups(), metrics_file
+            assert set(record.split.train.groups).isdisjoint(record.test_groups())
 
 
 def test_a_half_recipe_is_measured_with_the_weights_it_stores() -> None:

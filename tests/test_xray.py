@@ -1,4 +1,5 @@
-"""The X-ray runner: grouped folds, imputation kept out of test folds, CV layout, report sections."""
+"""The chest X-ray recipes through the one engine: grouped folds, imputation kept out of test
+folds, the CV layout, audits, report and card sections."""
 from __future__ import annotations
 
 import csv
@@ -11,16 +12,11 @@ import pytest
 import torch
 
 from medmodels.data.shared import shared_data_root
-from medmodels.train.recipe import RecipeError
-from medmodels.train.xray import (
-    cumulative_rates,
-    imputed_training_labels,
-    is_xray_recipe,
-    load_xray_recipe,
-    run_xray,
-    synthetic_xray_pool,
-    xray_folds,
-)
+from medmodels.report.reproduction import write_cards
+from medmodels.train import run as run_mod
+from medmodels.train.pool import recipe_pool, synthetic_xrays
+from medmodels.train.recipe import RecipeError, load_recipe
+from medmodels.train.run import cumulative_rates, imputed_training_labels, recipe_splits, run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MORTALITY = REPO / "recipes" / "tiny_mortality_imputed.yaml"
@@ -29,8 +25,14 @@ TINY_MORTALITY = REPO / "recipes" / "tiny_mortality_imputed.yaml"
 @pytest.fixture(scope="module")
 def mortality_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.set_num_threads(1)
-    recipe, opts = load_xray_recipe(TINY_MORTALITY)
-    return run_xray(recipe, opts, tmp_path_factory.mktemp("weights") / "mortality" / "resnet18_imputed")
+    tmp = tmp_path_factory.mktemp("run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_mod, "LOG_DIR", tmp / "logs")
+        return run(load_recipe(TINY_MORTALITY), tmp / "weights" / "mortality" / "resnet18_imputed")
+
+
+def _folds(recipe, pool):
+    return recipe_splits(recipe, pool)
 
 
 def test_cumulative_rates_by_hand() -> None:
@@ -44,9 +46,9 @@ def test_cumulative_rates_by_hand() -> None:
 
 
 def test_folds_are_patient_disjoint_and_skip_unlabelled() -> None:
-    recipe, _ = load_xray_recipe(TINY_MORTALITY)
-    pool = synthetic_xray_pool("mortality", 60, 0)
-    folds = xray_folds(recipe, pool)
+    recipe = load_recipe(TINY_MORTALITY)
+    pool = synthetic_xrays("mortality", 60, 0)
+    folds = _folds(recipe, pool)
     tests = np.concatenate([f["test"] for f in folds])
     labelled = [i for i, s in enumerate(pool.samples) if s.label is not None]
     assert sorted(tests.tolist()) == labelled  # every labelled image is tested exactly once
@@ -57,16 +59,16 @@ def test_folds_are_patient_disjoint_and_skip_unlabelled() -> None:
 
 
 def test_imputation_never_reaches_the_test_fold() -> None:
-    recipe, _ = load_xray_recipe(TINY_MORTALITY)
-    pool = synthetic_xray_pool("mortality", 60, 0)
-    split = xray_folds(recipe, pool)[0]
+    recipe = load_recipe(TINY_MORTALITY)
+    pool = synthetic_xrays("mortality", 60, 0)
+    split = _folds(recipe, pool)[0]
     train, labels, report = imputed_training_labels(pool, split, seed=0)
     test_groups = {pool.samples[i].group for i in split["test"]}
     assert not {pool.samples[i].group for i in train} & test_groups
-    n_real = report["n_real"]
+    n_real = report.n_real
     assert labels[:n_real].tolist() == [pool.samples[i].label for i in split["train"]]
     assert all(pool.samples[i].label is None for i in train[n_real:])
-    assert report["n_imputed"] == len(train) - n_real > 0
+    assert report.n_imputed == len(train) - n_real > 0
 
 
 def test_cv_layout_and_predictions(mortality_run: Path) -> None:
@@ -75,88 +77,82 @@ def test_cv_layout_and_predictions(mortality_run: Path) -> None:
         assert key in metrics
     cv = metrics["cv"]
     assert len(cv["folds"]) == 3 and cv["n_folds"] == 3
-    for key in ("mean", "std", "cumulative_confusion_matrix", "roc_mean", "pr_mean", "cumulative_rates"):
-        assert key in cv
+    for key in ("mean", "std", "confusion_matrix_sum", "roc_mean", "pr_mean", "cumulative_rates"):
+        assert cv[key] is not None, key
     for curve in ("roc_mean", "pr_mean"):
         assert {"x", "y", "y_std", "auc", "auc_std"} <= set(cv[curve])
-    cm = np.asarray(cv["cumulative_confusion_matrix"])
+    cm = np.asarray(cv["confusion_matrix_sum"])
     assert cm.sum() == sum(f["test"]["n"] for f in cv["folds"])
     with (mortality_run / "predictions.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["file", "patient", "label", "score_survived", "score_died", "fold"]
-    pool = synthetic_xray_pool("mortality", 80, 0)
+    pool = synthetic_xrays("mortality", 80, 0)
     unlabelled = {s.name for s in pool.samples if s.label is None}
     assert not unlabelled & {r["file"] for r in rows}  # test folds hold real labels only
     assert len(rows) == cm.sum()
 
 
 def test_report_sections(mortality_run: Path) -> None:
-    from medmodels.report_xray import xray_report_sections
+    from medmodels.report.xray import xray_report_sections
 
     kd, mortality = xray_report_sections(mortality_run.parents[1])
     assert "No COVID-19 model" in kd
     assert "resnet18_imputed" in mortality and "paper" in mortality
 
 
-def test_recipe_options_are_checked(tmp_path: Path) -> None:
+def test_fold_options_are_checked(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY_MORTALITY.read_text() + "xray_typo: 1\n")
-    with pytest.raises(RecipeError):
-        load_xray_recipe(bad)
-    bad.write_text(TINY_MORTALITY.read_text().replace("xray: {", "xray: {folds_typo: 1, "))
+    bad.write_text(TINY_MORTALITY.read_text().replace("ship: all_data", "ship: all_data, folds_typo: 1"))
     with pytest.raises(RecipeError, match="folds_typo"):
-        load_xray_recipe(bad)
-    assert is_xray_recipe(TINY_MORTALITY)
-    assert not is_xray_recipe(REPO / "recipes" / "tiny_synthetic.yaml")
+        load_recipe(bad)
+    bad.write_text(TINY_MORTALITY.read_text().replace("cv_folds: 3, ", ""))
+    with pytest.raises(RecipeError, match="cv_folds >= 2"):
+        load_recipe(bad)
 
 
 def test_shipped_xray_recipes_load() -> None:
     for path in sorted((REPO / "recipes").glob("covid_*.yaml")) + sorted((REPO / "recipes").glob("mortality_*.yaml")):
-        recipe, opts = load_xray_recipe(path)
+        recipe = load_recipe(path)
         assert path.name == f"{recipe.task}_{recipe.name}.yaml"
-        assert recipe.split.cv_folds == 5
+        assert recipe.split.cv_folds == 5 and recipe.split.ship in ("fold1", "all_data")
 
 
 @pytest.mark.skipif(shared_data_root() is None, reason="../shared/data is not available")
 def test_real_covid_folds_keep_patients_and_actualmed_apart() -> None:
     from medmodels.data.shared import covid_samples
 
-    recipe, _ = load_xray_recipe(REPO / "recipes" / "covid_mobilenet_v2.yaml")
-    from medmodels.train.xray import xray_pool
-
-    pool = xray_pool(recipe)
+    recipe = load_recipe(REPO / "recipes" / "covid_mobilenet_v2.yaml")
+    pool = recipe_pool(recipe)
     external = covid_samples(external=True)
     assert not {s.group for s in pool.samples} & {s.group for s in external.samples}
     assert len(external) == 44
-    for f in xray_folds(recipe, pool):
+    for f in _folds(recipe, pool):
         groups = {p: {pool.samples[i].group for i in f[p]} for p in ("train", "val", "test")}
         assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
 
 
 def test_view_shortcut_counts_only_labelled_images() -> None:
-    from medmodels.train.xray import view_shortcut
+    from medmodels.train.audit import view_shortcut
 
-    pool = synthetic_xray_pool("mortality", 40, 0)
+    pool = synthetic_xrays("mortality", 40, 0)
     result = view_shortcut(pool)
     labelled = [s for s in pool.samples if s.label is not None]
-    assert sum(v["images"] for v in result["per_view"].values()) == len(labelled)
-    assert result["roc_auc"] == pytest.approx(0.5)  # no view recorded: the view says nothing
+    assert sum(v["images"] for v in result.per_view.values()) == len(labelled)
+    assert result.roc_auc == pytest.approx(0.5)  # no view recorded: the view says nothing
 
 
 def test_refreshed_card_says_when_the_weights_file_is_absent(tmp_path: Path) -> None:
     """A card regenerated from metrics.json keeps stating that no weights are shipped."""
-    from medmodels.train.xray import refresh_cards
-
     src = Path(__file__).resolve().parents[1] / "weights" / "mortality" / "resnet18_imputed"
     folder = tmp_path / "mortality" / "resnet18_imputed"
     folder.mkdir(parents=True)
     shutil.copy(src / "metrics.json", folder / "metrics.json")
-    assert refresh_cards(tmp_path) == [folder]
+    assert write_cards(tmp_path) == [folder]
     card = (folder / "README.md").read_text()
     assert "## Weights not shipped" in card
     assert "recipes/mortality_resnet18_imputed.yaml" in card
     (folder / "model.safetensors").write_bytes(b"")  # a folder with weights gets no such section
-    refresh_cards(tmp_path)
+    write_cards(tmp_path)
     assert "Weights not shipped" not in (folder / "README.md").read_text()
 
 
@@ -166,25 +162,21 @@ def test_refreshed_card_says_when_the_weights_file_is_absent(tmp_path: Path) -> 
 ])
 def test_refreshed_card_gives_the_right_reason_for_absent_weights(
         tmp_path: Path, name: str, says: str, never: str) -> None:
-    from medmodels.train.xray import refresh_cards
-
     src = Path(__file__).resolve().parents[1] / "weights" / "mortality" / name
     folder = tmp_path / "mortality" / name
     folder.mkdir(parents=True)
     shutil.copy(src / "metrics.json", folder / "metrics.json")
-    refresh_cards(tmp_path)
+    write_cards(tmp_path)
     status = (folder / "README.md").read_text().split("## Weights not shipped", 1)[1]
     assert says in status and never not in status
 
 
 def test_xray_card_has_one_cross_validation_section(tmp_path: Path) -> None:
     """The X-ray card writes its own CV table (shipped fold 1); the generic one stays out."""
-    from medmodels.train.xray import refresh_cards
-
     src = Path(__file__).resolve().parents[1] / "weights" / "covid" / "mobilenet_v2"
     folder = tmp_path / "covid" / "mobilenet_v2"
     folder.mkdir(parents=True)
     shutil.copy(src / "metrics.json", folder / "metrics.json")
-    refresh_cards(tmp_path)
+    write_cards(tmp_path)
     card = (folder / "README.md").read_text()
     assert card.count("Cross-validation") == 1 and "results above are those of the last fold" not in card

@@ -74,8 +74,9 @@ with page_errors("Loading the models"):
         with st.spinner("Timing batch-1 inference…"):
             for e in chosen:
                 measured[e.key] = compute.latency(task.name, e.name)["ms_per_image_batch1"]
-    stored = stored_latency(task.name, {n: c.folder for n, (_, c) in loaded.items()},
-                            {n: c.metrics for n, (_, c) in loaded.items()})
+    records = {n: c.record for n, (_, c) in loaded.items() if c.record is not None}
+    weights_dirs = {c.folder.parent.parent for _, c in loaded.values()}
+    stored = stored_latency(task.name, next(iter(weights_dirs)) if len(weights_dirs) == 1 else None, records)
     stored_label = ("CPU ms / image, timed together (stored)" if stored.same_run
                     else "CPU ms / image, after training")
     rows = []
@@ -89,7 +90,7 @@ with page_errors("Loading the models"):
                 "size on disk (MB)": weights.stat().st_size / 1e6 if weights.is_file() else None,
                 "CPU ms / image, measured now": measured.get(e.key),
                 stored_label: stored.ms_batch1.get(e.name),
-                "training time (s)": (card.metrics.get("training") or {}).get("seconds"),
+                "training time (s)": card.record.training.seconds if card.record else None,
             }
         )
     st.dataframe(
@@ -114,19 +115,11 @@ with page_errors("Loading the models"):
         st.caption("Latency is measured on demand: it takes a few seconds of this machine's CPU.")
 
     st.subheader("Metrics on each model's test split (stored with the weights)")
-    from medmodels.metrics import MetricReport  # noqa: E402
-
     reports = {}
     for e in chosen:
-        test = loaded[e.name][1].metrics.get("test") or {}
-        if test.get("metrics"):
-            reports[e.title] = MetricReport(
-                test["metrics"],
-                test.get("per_class", {}),
-                test.get("confusion_matrix", []),
-                tuple(test.get("classes", ())),
-                test.get("threshold"),
-            )
+        record = loaded[e.name][1].record
+        if record is not None and record.test is not None:
+            reports[e.title] = record.test.report()
     if reports:
         ui.show_metric_table(ui.metric_table(reports), "compare_metrics")
     else:

@@ -1,16 +1,17 @@
-"""The model card (README.md of a weights folder), generated from the recipe and metrics.json.
+"""The model card (README.md of a run folder), rendered from its run record.
 
-Every number on the card comes from the run that made the weights; the prose comes from
-the registry entry (what the model is, which paper) and the recipe's ``notes`` (how this
-run deviates from the paper). Nothing is typed in by hand.
+Every number on the card comes from the run that made the weights (its
+:class:`~medmodels.record.RunRecord`); the prose comes from the registry entry (what the
+model is, which paper) and the recipe's ``notes`` (how this run deviates from the paper).
+Nothing is typed in by hand. ``render_card(record, folder)`` is the one entry point.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from medmodels.train.recipe import Recipe
-from medmodels.zoo.registry import ModelEntry
+from medmodels.record import RunRecord
+from medmodels.zoo.registry import ModelEntry, get_entry
 
 SPLIT_WORDS = {
     "malaria": "slide (the NIH file-name prefix before `_IMG`, one patient's blood smear)",
@@ -29,84 +30,95 @@ def format_value(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _split_lines(metrics: dict[str, Any]) -> list[str]:
-    split = metrics["split"]
-    task = metrics["task"]
+def _split_lines(record: RunRecord) -> list[str]:
+    split = record.split
+    classes = list(record.data.class_counts)
     lines = []
-    if split["mode"] == "grouped":
-        lines.append(f"Split by {SPLIT_WORDS.get(task, 'group')}, stratified on the group's "
-                     f"majority label, seed {split['seed']}; no group is in two parts.")
+    if split.mode == "grouped":
+        lines.append(f"Split by {SPLIT_WORDS.get(record.task, 'group')}, stratified on the group's "
+                     f"majority label, seed {split.seed}; no group is in two parts.")
     else:
         lines.append("Split **by image at random** (leaky: augmented copies of one cell land in "
                      "train and test). This run exists only to show that leak.")
-    lines.append("")
-    lines.append("| part | images | groups | " + " | ".join(metrics["data"]["class_counts"]) + " |")
-    lines.append("|---|---|---|" + "---|" * len(metrics["data"]["class_counts"]))
-    for part in ("train", "val", "test"):
-        s = split.get(part)
-        if not s:
+    lines += ["", "| part | images | groups | " + " | ".join(classes) + " |", "|---|---|---|" + "---|" * len(classes)]
+    refit = _refitted(record)
+    for name in ("train", "val", "test"):
+        part = getattr(split, name)
+        if part is None or (refit and name != "train"):
             continue
-        counts = " | ".join(str(s["class_counts"].get(c, 0)) for c in metrics["data"]["class_counts"])
-        lines.append(f"| {part} | {s['n_images']} | {format_value(s['n_groups'])} | {counts} |")
+        counts = " | ".join(str(part.class_counts.get(c, 0)) for c in classes)
+        lines.append(f"| {name} | {part.n_images} | {format_value(part.n_groups)} | {counts} |")
+    if refit:
+        lines += ["", f"The shipped model was refitted on all {record.data.n_images} labelled images, so it has "
+                  "no held-out part of its own; the results below are the pooled out-of-fold predictions "
+                  "of the cross-validation models (every image tested once, by a model that never saw "
+                  "its patient)."]
     return lines
 
 
-def _metric_lines(metrics: dict[str, Any]) -> list[str]:
-    test = metrics.get("test") or {}
-    m = test.get("metrics", {})
+def _refitted(record: RunRecord) -> bool:
+    """Whether the shipped model was refitted on all data (``split.ship: all_data``)."""
+    return ((record.recipe or {}).get("split") or {}).get("ship") == "all_data"
+
+
+def _metric_lines(record: RunRecord) -> list[str]:
+    test = record.test
+    m = test.metrics if test else {}
     keys = ["accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1",
             "mcc", "roc_auc", "tp", "tn", "fp", "fn", "ece"]
     rows = [f"| {k} | {format_value(m.get(k))} |" for k in keys if k in m]
-    lines = [f"Test split ({test.get('n', 0)} images):", "", "| metric | value |", "|---|---|", *rows]
-    per_class = test.get("per_class") or {}
-    if per_class and len(per_class) > 2:
+    what = "Pooled out-of-fold predictions" if _refitted(record) else "Test split"
+    lines = [f"{what} ({test.n if test else 0} images):", "", "| metric | value |", "|---|---|", *rows]
+    if test is None:
+        return lines
+    if len(test.per_class) > 2:
         lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-        for name, row in per_class.items():
+        for name, row in test.per_class.items():
             lines.append(f"| {name} | {format_value(row.get('precision'))} | {format_value(row.get('recall'))} | "
                          f"{format_value(row.get('f1'))} | {row.get('support')} |")
-    if test.get("confusion_matrix"):
-        classes = test.get("classes", [])
+    if test.confusion_matrix:
         lines += ["", "Confusion matrix (rows = truth, columns = prediction):", "",
-                  "| | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes)]
-        for name, row in zip(classes, test["confusion_matrix"]):
+                  "| | " + " | ".join(test.classes) + " |", "|---|" + "---|" * len(test.classes)]
+        for name, row in zip(test.classes, test.confusion_matrix):
             lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     return lines
 
 
-def _storage_lines(recipe: Recipe, metrics: dict[str, Any]) -> list[str]:
-    if not recipe.half:
+def _storage_lines(record: RunRecord) -> list[str]:
+    if not (record.recipe or {}).get("half"):
         return []
     line = ("- weights stored as fp16 safetensors and computed in float32; the results below are "
             "those of the stored weights")
-    fp32 = (metrics.get("storage") or {}).get("fp32_test_metrics")
+    fp32 = record.storage.fp32_test_metrics if record.storage else None
     if fp32:
         line += (f" (converted after training; before conversion the test accuracy was "
                  f"{format_value(fp32.get('accuracy'))})")
     return [line]
 
 
-def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_section: bool = True) -> str:
-    """Markdown model card for a weights folder.
+def _augmentation(aug: dict[str, Any]) -> str:
+    if not aug["enabled"]:
+        return "off"
+    return (f"rotation ±{aug['rotation_deg']:g}°, zoom ±{aug['zoom']:g}, shift ±{aug['translate']:g}, "
+            f"hflip {aug['hflip']}, vflip {aug['vflip']}, brightness ±{aug['brightness']:g}, "
+            f"per-channel colour gain ±{aug['color']:g}"
+            + (f", saturation ±{aug['saturation']:g}" if aug.get("saturation") else "")
+            + (f", contrast ±{aug['contrast']:g}" if aug.get("contrast") else ""))
 
-    ``cv_section=False`` leaves out the generic cross-validation table, for callers that
-    write their own (the X-ray cards, whose shipped fold is fold 1, not the last).
+
+def model_card_body(record: RunRecord, entry: ModelEntry, cv_section: bool = True) -> str:
+    """The card's markdown body (no front matter).
+
+    ``cv_section=False`` leaves out the generic cross-validation table, for the X-ray cards,
+    which write their own (their shipped fold is fold 1, not the last).
     """
-    tr = metrics["training"]
-    inf = metrics.get("inference_ms", {})
-    pre = metrics["preprocess"]
-    aug = recipe.augment
-    aug_text = (f"rotation ±{aug.rotation_deg:g}°, zoom ±{aug.zoom:g}, shift ±{aug.translate:g}, "
-                f"hflip {aug.hflip}, vflip {aug.vflip}, brightness ±{aug.brightness:g}, "
-                f"per-channel colour gain ±{aug.color:g}"
-                + (f", saturation ±{aug.saturation:g}" if aug.saturation else "")
-                + (f", contrast ±{aug.contrast:g}" if aug.contrast else "")
-                if aug.enabled else "off")
+    r = record.recipe or {}
+    tr = record.training
+    inf = record.inference_ms
+    pre = record.preprocess or {}
+    machine = record.machine
     lines = [
-        "---",
-        "library_name: pytorch",
-        "tags: [medical-imaging, explainability, " + entry.task + "]",
-        "---",
-        f"# {entry.title} ({entry.task}/{recipe.name})",
+        f"# {entry.title} ({entry.task}/{record.name})",
         "",
         entry.description,
         "",
@@ -116,50 +128,49 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
         "",
         "## Data and split",
         "",
-        f"{metrics['data']['n_images']} labelled images from `{metrics['data']['source']}` data "
-        f"({', '.join(f'{k}: {v}' for k, v in metrics['data']['class_counts'].items())}), "
-        f"{format_value(metrics['data']['n_groups'])} groups. Fractions (train, val, test) = "
-        f"{metrics['split']['fractions']}.",
+        f"{record.data.n_images} labelled images from `{record.data.source}` data "
+        f"({', '.join(f'{k}: {v}' for k, v in record.data.class_counts.items())}), "
+        f"{format_value(record.data.n_groups)} groups. Fractions (train, val, test) = "
+        f"{record.split.fractions}.",
         "",
-        *_split_lines(metrics),
+        *_split_lines(record),
         "",
         "The group ids of every part are listed in `metrics.json`.",
-        *(_cv_split_note(metrics) if cv_section else []),
+        *(_cv_split_note(record) if cv_section else []),
         "",
         "## Training recipe",
         "",
-        f"- random initialisation (no ImageNet checkpoint can be had on the training machine)",
-        # tuples: metrics.json read back from disk holds lists; the card reads the same either way
+        "- random initialisation (no ImageNet checkpoint can be had on the training machine)",
         f"- input {pre['input_size']}x{pre['input_size']} ({pre['resize']}), mean {tuple(pre['mean'])}, "
         f"std {tuple(pre['std'])}",
-        f"- {recipe.optimizer} lr {recipe.lr:g} ({recipe.lr_schedule}), weight decay {recipe.weight_decay:g}, "
-        f"batch {recipe.batch_size}, loss {recipe.loss}, balance {recipe.balance}, "
-        f"validation loss {recipe.val_loss}",
-        f"- augmentation: {aug_text}",
-        *([f"- batch-norm statistics re-estimated on {recipe.recalibrate_bn} training images with "
-           "dropout off before each validation (`recalibrate_bn`)"] if recipe.recalibrate_bn else []),
-        f"- epochs: up to {recipe.epochs} (frozen-backbone epochs: {recipe.freeze_epochs}); "
-        f"{tr['stop_reason']}; best epoch {tr['best_epoch']} by validation loss ("
-        + ("weights of that epoch are shipped)" if recipe.save_weights else "the results are that epoch's)"),
-        f"- training time {tr['seconds']:.0f} s on {metrics['machine']['torch_threads']} CPU "
-        f"thread(s) (torch {metrics['machine']['torch']}), shared with other training jobs",
-        f"- re-make: `python -m medmodels train --recipe recipes/{recipe.task}_{recipe.name}.yaml`",
-        *_storage_lines(recipe, metrics),
+        f"- {r['optimizer']} lr {r['lr']:g} ({r['lr_schedule']}), weight decay {r['weight_decay']:g}, "
+        f"batch {r['batch_size']}, loss {r['loss']}, balance {r['balance']}, "
+        f"validation loss {r['val_loss']}",
+        f"- augmentation: {_augmentation(r['augment'])}",
+        *([f"- batch-norm statistics re-estimated on {r['recalibrate_bn']} training images with "
+           "dropout off before each validation (`recalibrate_bn`)"] if r.get("recalibrate_bn") else []),
+        f"- epochs: up to {r['epochs']} (frozen-backbone epochs: {r['freeze_epochs']}); "
+        f"{tr.stop_reason}; best epoch {tr.best_epoch} by validation loss ("
+        + ("weights of that epoch are shipped)" if r["save_weights"] else "the results are that epoch's)"),
+        f"- training time {tr.seconds:.0f} s on {machine.torch_threads if machine else '?'} CPU "
+        f"thread(s) (torch {machine.torch if machine else '?'}), shared with other training jobs",
+        f"- re-make: `python -m medmodels train --recipe recipes/{r['task']}_{r['name']}.yaml`",
+        *_storage_lines(record),
         "",
         "## Deviations from the paper",
         "",
-        recipe.notes.strip() or "None recorded.",
+        str(r.get("notes", "")).strip() or "None recorded.",
         "",
         "## Results",
         "",
-        *_metric_lines(metrics),
+        *_metric_lines(record),
         "",
-        f"CPU inference: {format_value(inf.get('ms_per_image_batch1'), 2)} ms per image at batch 1, "
-        f"{format_value(inf.get('ms_per_image_batch32'), 2)} ms per image at batch 32 "
-        f"({inf.get('threads', '?')} thread(s), measured right after training).",
+        f"CPU inference: {format_value(inf.ms_per_image_batch1 if inf else None, 2)} ms per image at batch 1, "
+        f"{format_value(inf.ms_per_image_batch32 if inf else None, 2)} ms per image at batch 32 "
+        f"({inf.threads if inf else '?'} thread(s), measured right after training).",
         "",
-        f"Parameters: {metrics['parameters']:,}.",
-        *(_cv_lines(metrics) if cv_section else []),
+        f"Parameters: {record.parameters:,}.",
+        *(_cv_lines(record) if cv_section else []),
         "",
         "## Limits",
         "",
@@ -176,34 +187,32 @@ def model_card(recipe: Recipe, entry: ModelEntry, metrics: dict[str, Any], cv_se
 CV_KEYS = ("accuracy", "balanced_accuracy", "mcc", "roc_auc")
 
 
-def _cv_split_note(metrics: dict[str, Any]) -> list[str]:
-    cv = metrics.get("cv")
-    if not cv or "folds" not in cv:
+def _cv_split_note(record: RunRecord) -> list[str]:
+    if record.cv is None or not record.cv.folds:
         return []
-    return ["", f"This is the split of the last fold ({cv['folds'][-1]['fold']} of {len(cv['folds'])}); "
+    return ["", f"This is the split of the last fold ({record.cv.folds[-1].fold} of {len(record.cv.folds)}); "
             "every fold is under Cross-validation below."]
 
 
-def _cv_lines(metrics: dict[str, Any]) -> list[str]:
-    """Per-fold and mean ± std test metrics of a grouped k-fold run (``medmodels.train.cv``)."""
-    cv = metrics.get("cv")
-    if not cv or "mean" not in cv:
+def _cv_lines(record: RunRecord) -> list[str]:
+    """Per-fold and mean ± std test metrics of a grouped k-fold run."""
+    cv = record.cv
+    if cv is None or cv.mean is None or cv.std is None:
         return []
     rows = ["| fold | test groups | test images | " + " | ".join(CV_KEYS) + " |",
             "|" + "---|" * (3 + len(CV_KEYS))]
-    for fold in cv["folds"]:
-        t = fold["test"]["metrics"]
-        test = fold["split"]["test"]
-        rows.append(f"| {fold['fold']} | {test['n_groups']} | {test['n_images']} | "
+    for fold in cv.folds:
+        t = fold.test.metrics
+        test = fold.split.test
+        rows.append(f"| {fold.fold} | {test.n_groups} | {test.n_images} | "
                     + " | ".join(format_value(t.get(k), 3) for k in CV_KEYS) + " |")
-    spread = ", ".join(f"{k} {format_value(cv['mean'].get(k), 3)} ± {format_value(cv['std'].get(k), 3)}"
+    spread = ", ".join(f"{k} {format_value(cv.mean.get(k), 3)} ± {format_value(cv.std.get(k), 3)}"
                        for k in CV_KEYS)
-    split = metrics.get("recipe", {}).get("split", {})
     which = ("every development group (the train and val groups of the fixed split; its test "
              "groups are in no fold) is in exactly one test fold"
-             if split.get("cv_scope") == "development" else "every group is in exactly one test fold")
+             if record.cv_scope == "development" else "every group is in exactly one test fold")
     return ["", "## Cross-validation", "",
-            f"{cv['n_folds']}-fold cross-validation by group: {which}, and each fold's model is "
+            f"{cv.n_folds}-fold cross-validation by group: {which}, and each fold's model is "
             "trained on the other groups with the same recipe (seed + fold - 1). The results "
             "above are those of the last fold.", "", *rows, "",
             f"Mean ± standard deviation over folds: {spread}."]
@@ -221,7 +230,7 @@ METRICS_ONLY = (
 )
 
 
-def with_weights_status(card: str, folder: Path, recipe: Recipe) -> str:
+def with_weights_status(card: str, folder: Path, record: RunRecord) -> str:
     """``card`` plus a "Weights not shipped" section when ``folder`` holds no weights file.
 
     A run whose weights are not in the repository (withdrawn near chance, or a metrics-only
@@ -230,32 +239,39 @@ def with_weights_status(card: str, folder: Path, recipe: Recipe) -> str:
     """
     if (folder / "model.safetensors").is_file() or "## Weights not shipped" in card:
         return card
-    reason = NEAR_CHANCE if recipe.save_weights else METRICS_ONLY
+    reason = NEAR_CHANCE if record.save_weights else METRICS_ONLY
     return card.rstrip("\n") + "\n\n" + "\n".join([
         "## Weights not shipped",
         "",
         reason,
         "The run's metrics.json (split, training history, test metrics) is kept. Re-make the "
-        f"weights with `python -m medmodels train --recipe recipes/{recipe.task}_{recipe.name}.yaml`.",
+        f"weights with `python -m medmodels train --recipe recipes/{record.task}_{record.name}.yaml`.",
     ]) + "\n"
 
 
-def untrained_card(entry: ModelEntry, reason: str, recipe_file: str) -> str:
-    """Card of a registered model for which no weights are shipped, saying why.
 
-    The first paragraph is the reason (the reproduction report quotes it).
-    """
-    return "\n".join([
-        f"# {entry.title} ({entry.task}/{entry.name}): no trained weights shipped",
-        "",
-        reason.strip(),
-        "",
-        entry.description,
-        "",
-        f"Paper: {entry.paper}",
-        "",
-        f"To train it yourself: `python -m medmodels train --recipe {recipe_file}` "
-        "(or with `--max-minutes` raised on a faster machine).",
-        "",
-        "Intended use: research and education only; not for diagnosis.",
-    ]) + "\n"
+def card_entry(record: RunRecord) -> ModelEntry:
+    """The registry entry as the run used it (with the run's input size)."""
+    import dataclasses
+
+    entry = get_entry(record.task, record.model)
+    size = (record.preprocess or {}).get("input_size")
+    if size and size != entry.preprocess.input_size:
+        entry = dataclasses.replace(entry, preprocess=dataclasses.replace(entry.preprocess, input_size=size))
+    return entry
+
+
+def render_card(record: RunRecord, folder: Path | None = None, weights_dir: Path | None = None) -> str:
+    """The README.md of a run folder: front matter (``report.card_meta``), body, X-ray sections, weights status."""
+    from medmodels.report.card_meta import front_matter, usage_lines
+    from medmodels.report.xray import XRAY_TASKS, xray_sections
+
+    entry = card_entry(record)
+    xray = record.task in XRAY_TASKS
+    body = model_card_body(record, entry, cv_section=not xray)
+    if xray:
+        body = body.replace("other microscopes, stains or sites",
+                            "other X-ray machines, hospitals or patient populations")
+        body += "\n".join(xray_sections(record, entry, weights_dir or (folder.parent.parent if folder else None))) + "\n"
+    card = front_matter(record, entry) + body + "\n".join(usage_lines(record, entry)) + "\n"
+    return with_weights_status(card, folder, record) if folder is not None else card

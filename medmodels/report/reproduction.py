@@ -10,18 +10,17 @@ vs deep speed comparison is measured under the same conditions.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from medmodels.latency import TIMING_FILE, is_current, read_timing
+from medmodels.latency import TimingRecord, read_timing, time_task_models, timing_of
+from medmodels.record import RecordError, RunRecord, record_paths
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOT_SHIPPED = "No weights shipped:"  # how a card without weights opens its first paragraph
 
 # ---------------------------------------------------------------- the papers' tables (quoted)
@@ -94,19 +93,24 @@ WBC_LEAK_RUN = "wbc_cnn_random_split"
 
 
 def read_runs(weights_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{task: {name: metrics}}`` for every ``<task>/<name>/metrics.json`` and nested comparison runs."""
+    """``{task: {name: record as data}}`` for every run record, model folders and nested comparison runs.
+
+    The tables below lay the records out as plain data (``RunRecord.to_dict()``), with the
+    run's folder and whether it ships weights added.
+    """
     runs: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted(weights_dir.glob("*/*/metrics.json")) + sorted(weights_dir.glob("*/*/*/metrics.json")):
+    for path in record_paths(weights_dir):
         try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+            record = RunRecord.read(path)
+        except RecordError as err:
             log.warning("skipping %s: %s", path, err)
             continue
         nested = path.parent.parent.parent != weights_dir
-        if nested and (metrics.get("recipe") or {}).get("save_weights", True):
+        if nested and record.save_weights:
             continue  # only comparison runs (no weights) live below a model folder
-        task = metrics.get("task") or path.parts[-3]
-        name = metrics.get("name") or path.parent.name
+        metrics = record.to_dict()
+        task, name = record.task, record.name
+        metrics["_record"] = record
         metrics["_folder"] = str(path.parent.relative_to(weights_dir))
         metrics["_has_weights"] = (path.parent / "model.safetensors").is_file()
         runs.setdefault(task, {})[name] = metrics
@@ -154,16 +158,14 @@ def _split_sentence(m: dict[str, Any]) -> str:
     return f"split {how} (seed {s.get('seed')}): " + "; ".join(parts)
 
 
-def _timing_of(m: dict[str, Any], timing: dict[str, Any] | None, name: str) -> Any:
-    if timing and name in timing.get("models", {}) and is_current(timing.get("created", ""), m):
-        return timing["models"][name].get("ms_per_image_batch1")
-    return (m.get("inference_ms") or {}).get("ms_per_image_batch1")
+def _timing_of(m: dict[str, Any], timing: TimingRecord | None, name: str) -> Any:
+    return timing_of(m["_record"], timing)
 
 
 # ---------------------------------------------------------------- malaria
 
 
-def malaria_section(runs: dict[str, dict[str, Any]], timing: dict[str, Any] | None) -> list[str]:
+def malaria_section(runs: dict[str, dict[str, Any]], timing: TimingRecord | None) -> list[str]:
     header = ["model", "source", "accuracy", "sensitivity", "specificity", "precision", "TP", "TN",
               "F1", "MCC", "training time", "single image"]
     rows = []
@@ -240,18 +242,12 @@ def _cv_scope(m: dict[str, Any]) -> str:
 
 # Recipe settings that change neither the model nor how it is trained: how it is split or
 # cross-validated, where it is written, threads, the wall-clock budget and the prose.
-_BOOKKEEPING = ("name", "split", "save_weights", "threads", "max_minutes", "notes")
+_BOOKKEEPING = ("name", "split", "save_weights", "threads", "max_minutes", "notes", "audit")
 
 
 def _same_model_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two stored recipes train the same model (settings added later read as their defaults)."""
-    from medmodels.train.recipe import RecipeError, recipe_from_dict
-
+    """Whether two stored recipes train the same model (records store complete recipes)."""
     def essentials(d: dict[str, Any]) -> dict[str, Any]:
-        try:
-            d = recipe_from_dict(d).to_dict()
-        except RecipeError:
-            pass
         return {k: v for k, v in d.items() if k not in _BOOKKEEPING}
 
     return essentials(a) == essentials(b)
@@ -307,7 +303,7 @@ def per_group_lines(runs: dict[str, dict[str, Any]], order: Sequence[str], word:
     table: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
     for n in names:
         for row in runs[n]["test_per_group"]:
-            table.setdefault((row["group"], row["class"]), {})[n] = (row["n"], row["accuracy"])
+            table.setdefault((row["group"], row["true_class"]), {})[n] = (row["n"], row["accuracy"])
     rows = []
     for (group, cls), per in sorted(table.items()):
         count = next(iter(per.values()))[0]
@@ -317,22 +313,22 @@ def per_group_lines(runs: dict[str, dict[str, Any]], order: Sequence[str], word:
             *_table([word, "class", "images", *names], rows), ""]
 
 
-def _speed_lines(runs: dict[str, dict[str, Any]], timing: dict[str, Any] | None) -> list[str]:
+def _speed_lines(runs: dict[str, dict[str, Any]], timing: TimingRecord | None) -> list[str]:
     if not timing:
         return ["Single-image times above were measured right after each training run (not in one "
                 "process); run `python -m medmodels report --time` for a same-run comparison.", ""]
-    models = timing.get("models", {})
-    lines = [f"Single-image CPU inference measured in one process ({timing.get('threads')} thread(s), "
-             f"{timing.get('created')}), batch 1 and batch 32, ms per image:", ""]
-    untrained = set(timing.get("architecture_only", []))
+    models = timing.models
+    lines = [f"Single-image CPU inference measured in one process ({timing.threads} thread(s), "
+             f"{timing.created}), batch 1 and batch 32, ms per image:", ""]
+    untrained = set(timing.architecture_only)
     rows = [[n + (" (architecture only: no weights shipped)" if n in untrained else ""),
-             _ms(v.get("ms_per_image_batch1")), _ms(v.get("ms_per_image_batch32"))]
+             _ms(v.ms_per_image_batch1), _ms(v.ms_per_image_batch32)]
             for n, v in models.items()]
     lines += _table(["model", "batch 1", "batch 32"], rows) + [""]
-    deep = {n: models[n]["ms_per_image_batch1"] for n in ("vgg16", "resnet50") if n in models}
+    deep = {n: models[n].ms_per_image_batch1 for n in ("vgg16", "resnet50") if n in models}
     for shallow in ("shallow_cnn3", "shallow_cnn2", "shallow_cnn1"):
         if shallow in models and deep:
-            t = models[shallow]["ms_per_image_batch1"]
+            t = models[shallow].ms_per_image_batch1
             ratios = ", ".join(f"{d} {v / t:.1f}x" for d, v in deep.items())
             lines.append(f"- `{shallow}` is faster than {ratios} at batch 1.")
     return lines + [""]
@@ -356,7 +352,7 @@ def _collapse_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
         else:
             verdict = ("did **not** collapse (the paper's 1-layer net predicted almost every cell "
                        "Parasitized without augmentation); here it learned")
-        history = m.get("training", {}).get("history", [])
+        history = m.get("training", {}).get("history") or []
         best_train = max((h.get("train_acc", 0.0) for h in history), default=None)
         lines.append(
             f"- `{name}`: {verdict} (accuracy {_pct(t.get('accuracy'))}, sensitivity {_pct(sens)}, "
@@ -413,7 +409,7 @@ def _leak_verdict(grouped: dict[str, Any], leak: dict[str, Any]) -> list[str]:
     """Say what the side-by-side shows, including when it shows nothing."""
     g = grouped["test"]["metrics"]["accuracy"]
     r = leak["test"]["metrics"]["accuracy"]
-    history = leak.get("training", {}).get("history", [])
+    history = leak.get("training", {}).get("history") or []
     best_train = max((h.get("train_acc", 0.0) for h in history), default=0.0)
     leak_learned = (leak["test"]["metrics"].get("mcc") or 0.0) > 0.2
     if leak_learned and r > g + 0.1:
@@ -530,10 +526,8 @@ def render_report(weights_dir: Path) -> str:
 
 def _xray_sections(weights_dir: Path) -> list[str]:
     """The chest X-ray studies' sections, written by their own module (empty if absent)."""
-    try:
-        from medmodels.report_xray import xray_report_sections
-    except ImportError:
-        return []
+    from medmodels.report.xray import xray_report_sections
+
     sections = xray_report_sections(weights_dir)
     return [line for section in sections for line in (section.rstrip("\n"), "")]
 
@@ -546,50 +540,6 @@ def write_report(weights_dir: Path | str, out_path: Path | str) -> Path:
     return out
 
 
-def time_task_models(weights_dir: Path | str, task: str, threads: int = 1,
-                     batch_sizes: Sequence[int] = (1, 32), rounds: int = 3) -> Path:
-    """Time every trained model of ``task`` in this one process; write ``<task>/inference_timing.json``.
-
-    The models are timed in turn, ``rounds`` rounds interleaved, and the median kept, so that
-    a background load affects them alike. Registered architectures without weights here are
-    timed at random initialisation and listed under ``architecture_only``.
-    """
-    import numpy as np
-    import torch
-
-    from medmodels.hub import HubSettings, load_trained
-    from medmodels.inference import time_inference
-    from medmodels.zoo.registry import create_model, list_models
-
-    weights_dir = Path(weights_dir)
-    torch.set_num_threads(threads)
-    settings = HubSettings(weights_dir=weights_dir)
-    models = {}
-    for folder in sorted((weights_dir / task).glob("*/model.safetensors")):
-        model, card = load_trained(task, folder.parent.name, settings)
-        models[folder.parent.name] = (model, card.entry.preprocess)
-    # Latency does not depend on the weights: time the registered architectures that have
-    # none here too, so that a shallow-vs-deep comparison never silently loses a side.
-    architecture_only = []
-    for entry in list_models(task):
-        if entry.name not in models:
-            models[entry.name] = (create_model(task, entry.name).eval(), entry.preprocess)
-            architecture_only.append(entry.name)
-    samples: dict[str, list[dict[str, float]]] = {n: [] for n in models}
-    for _ in range(rounds):
-        for name, (model, pre) in models.items():
-            samples[name].append(time_inference(model, pre, batch_sizes=batch_sizes))
-    result = {
-        "task": task, "threads": threads, "torch": torch.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "models": {n: {k: float(np.median([s[k] for s in v])) for k in v[0]} for n, v in samples.items() if v},
-        "architecture_only": architecture_only,
-    }
-    out = weights_dir / task / TIMING_FILE
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    return out
-
-
 # ---------------------------------------------------------------- CLI
 
 
@@ -597,6 +547,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser("report", help="regenerate REPRODUCTION.md from weights/*/*/metrics.json")
     p.add_argument("--weights", type=Path, default=REPO_ROOT / "weights", help="weights folder")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "REPRODUCTION.md", help="output file")
+    p.add_argument("--cards", action="store_true",
+                   help="also re-render every run folder's README.md (model card) from its record")
+    p.add_argument("--source-audit", action="store_true",
+                   help="first re-fit the covid image-source classifier (weights/covid/source_audit.json)")
     p.add_argument("--time", nargs="*", metavar="TASK", default=None,
                    help="first re-time the trained models of these tasks in one process "
                         "(default with no task: malaria)")
@@ -604,11 +558,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def write_cards(weights_dir: Path) -> list[Path]:
+    """Re-render the README.md of every run folder from its record (text only)."""
+    from medmodels.report.cards import render_card
+
+    done = []
+    for path in record_paths(weights_dir):
+        folder = path.parent
+        (folder / "README.md").write_text(render_card(RunRecord.read(folder), folder, weights_dir), encoding="utf-8")
+        done.append(folder)
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.source_audit:
+        from medmodels.train.audit import write_source_audit
+
+        write_source_audit(args.weights)
     if args.time is not None:
         for task in args.time or ["malaria"]:
             log.info("timing %s models", task)
             time_task_models(args.weights, task)
     out = write_report(args.weights, args.out)
+    if args.cards:
+        for folder in write_cards(args.weights):
+            log.info("card %s", folder)
     print(out)
     return 0

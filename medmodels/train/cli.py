@@ -25,6 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--max-minutes", type=float, default=None,
                    help="override the recipe's wall-clock budget")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (recipe: 1)")
+    p.add_argument("--folds", type=int, default=None, help="override split.run_folds (folds to train)")
+    p.add_argument("--only-folds", default="",
+                   help="comma-separated folds to train into the fold cache, writing no run folder "
+                        "(parallel runs; a later run without it assembles them)")
     p.set_defaults(func=run)
     return p
 
@@ -36,26 +40,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from medmodels.train import segmentation
-    from medmodels.train.cv import run_cv
-    from medmodels.train.run import run_recipe
+    from medmodels.train.run import run as run_recipe
 
     if segmentation.is_segmentation_recipe(args.recipe):  # kind: segmentation (lung-field U-Net)
         print(segmentation.run_segmentation(segmentation.load_seg_recipe(args.recipe), args.out))
         return 0
-
-    try:  # the chest X-ray recipes have their own runner (fold-1 held-out split, audits)
-        from medmodels.train import xray
-    except ImportError:
-        xray = None  # type: ignore[assignment]
-    if xray is not None and xray.is_xray_recipe(args.recipe):
-        recipe, opts = xray.load_xray_recipe(args.recipe)
-        recipe = dataclasses.replace(recipe, **_overrides(args))
-        out = xray.run_xray(recipe, opts, args.out)
-    else:
-        recipe = load_recipe(args.recipe)
-        recipe = dataclasses.replace(recipe, **_overrides(args))
-        runner = run_cv if recipe.split.cv_folds > 0 else run_recipe
-        out = runner(recipe, args.out)
+    recipe = dataclasses.replace(load_recipe(args.recipe), **_overrides(args))
+    if args.folds is not None:
+        recipe = dataclasses.replace(recipe, split=dataclasses.replace(recipe.split, run_folds=args.folds))
+    only = [int(v) for v in (args.only_folds or "").split(",") if v.strip()]
+    out = run_recipe(recipe, args.out, only_folds=only)
     log.info("trained %s/%s -> %s", recipe.task, recipe.name, out)
     print(out)  # the folder, for scripts
     return 0

@@ -51,7 +51,7 @@ class SplitConfig:
     ``fractions`` are (train, val, test). ``mode="random"`` splits by image and exists only
     to demonstrate the leak of near-duplicate augmentations (WBC); never use it for a model
     that is shipped. ``cv_folds`` > 0 runs grouped k-fold cross-validation instead (see
-    ``medmodels.train.cv``); then ``fractions`` only sets the validation share of each
+    ``medmodels.train.run``); then ``fractions`` only sets the validation share of each
     training fold. ``cv_scope="development"`` keeps the test groups of the fixed split (the
     one ``fractions`` and ``seed`` make without ``cv_folds``) out of every fold, so that
     recipe variants can be compared by cross-validation without looking at that test split.
@@ -62,6 +62,13 @@ class SplitConfig:
     mode: Literal["grouped", "random"] = "grouped"
     cv_folds: int = 0
     cv_scope: Literal["all", "development"] = "all"
+    # How many of the cv_folds folds to train (0 = all; 1 = fold 1 only, a plain held-out run).
+    run_folds: int = 0
+    # Which model a cross-validated recipe ships and whose numbers fill the record's ``test``:
+    # ``last_fold``; ``fold1`` (its test part is the held-out split, e.g. the one a teacher
+    # trained beside); ``all_data`` (refit on every labelled image; ``test`` then holds the
+    # pooled out-of-fold predictions of the fold models).
+    ship: Literal["last_fold", "fold1", "all_data"] = "last_fold"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,10 @@ class DistillConfig:
     teacher: str
     temperature: float = 4.0
     alpha: float = 0.5
+    # ``online``: the teacher sees every augmented batch (the paper). ``cached``: its logits
+    # are computed once on the un-augmented images and each batch is matched with its own
+    # images' logits (a CPU shortcut).
+    teacher_logits: Literal["online", "cached"] = "online"
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ class Recipe:
     save_weights: bool = True
     half: bool = False  # store fp16 safetensors (large models)
     threads: int = 1
+    audit: bool = True  # run the task's registered shortcut audits on the shipped model
     notes: str = ""
 
     @property
@@ -217,6 +229,10 @@ def validate(recipe: Recipe) -> None:
             "split.cv_scope 'development' needs cv_folds >= 2 and a test share in split.fractions "
             "(the fixed test split it keeps out of the folds)."
         )
+    if recipe.split.ship != "last_fold" and recipe.split.cv_folds < 2:
+        raise RecipeError(f"split.ship {recipe.split.ship!r} needs split.cv_folds >= 2.")
+    if recipe.split.run_folds and recipe.split.ship == "last_fold":
+        raise RecipeError("split.run_folds needs split.ship fold1 or all_data (the last fold may not run).")
     if recipe.distill is not None and not 0.0 <= recipe.distill.alpha <= 1.0:
         raise RecipeError(f"distill.alpha must lie in [0, 1], got {recipe.distill.alpha}.")
 
@@ -243,7 +259,3 @@ def load_recipe(path: str | Path) -> Recipe:
     except RecipeError as err:
         raise RecipeError(f"{path.name}: {err}") from None
 
-
-def with_overrides(recipe: Recipe, **changes: Any) -> Recipe:
-    """A copy of ``recipe`` with top-level settings replaced (CLI overrides, tests)."""
-    return dataclasses.replace(recipe, **changes)
