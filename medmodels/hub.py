@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from medmodels.errors import WeightsError
-from medmodels.record import RECORD_FILE, RecordError, RunRecord
+from medmodels.record import RECORD_FILE, RecordError, RunRecord, is_run_record
 from medmodels.zoo.registry import ModelEntry, build_arch, count_parameters, get_entry
 
 log = logging.getLogger(__name__)
@@ -327,8 +327,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_record(folder: Path) -> RunRecord | None:
-    if not (folder / METRICS_FILE).is_file():
-        return None
+    if not (folder / METRICS_FILE).is_file() or not is_run_record(folder / METRICS_FILE):
+        return None  # no record, or another kind of model's (segmentation) record
     try:
         return RunRecord.read(folder)
     except RecordError as err:

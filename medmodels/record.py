@@ -459,7 +459,21 @@ def read_source_audit(weights_dir: Path) -> SourceAudit | None:
     return SourceAudit.read(path) if path.is_file() else None
 
 
+def is_run_record(path: Path) -> bool:
+    """Whether a metrics.json is a classification run's record (versioned, or a schema-1 one with a task).
+
+    Other models keep their own records in the same file name (the lung-field segmentation
+    model's ``scores``/``recipe``/``split``, see ``medmodels.train.segmentation``).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return True  # a broken file is reported by the reader, not skipped here
+    return isinstance(data, dict) and ("schema" in data or "task" in data)
+
+
 def record_paths(weights_dir: Path) -> list[Path]:
     """Every run record under ``weights_dir`` (model folders and nested metrics-only runs)."""
     weights_dir = Path(weights_dir)
-    return sorted(weights_dir.glob(f"*/*/{RECORD_FILE}")) + sorted(weights_dir.glob(f"*/*/*/{RECORD_FILE}"))
+    paths = sorted(weights_dir.glob(f"*/*/{RECORD_FILE}")) + sorted(weights_dir.glob(f"*/*/*/{RECORD_FILE}"))
+    return [p for p in paths if is_run_record(p)]
