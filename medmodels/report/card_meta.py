@@ -83,10 +83,44 @@ def front_matter(record: RunRecord, entry: ModelEntry) -> str:
     return "---\n" + card_data(record, entry).to_yaml() + "\n---\n"  # type: ignore[attr-defined]
 
 
+PAPER_METRICS = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "precision", "f1", "mcc", "roc_auc")
+
+
+def paper_lines(record: RunRecord) -> list[str]:
+    """The paper's own numbers for this model beside this run's (quoted from report/papers/*.json)."""
+    from medmodels.report.papers import quoted_row
+
+    found = quoted_row(record.task, record.name)
+    if found is None or record.test is None:
+        return []
+    paper, table, row = found
+    keys = [k for k in PAPER_METRICS if row.get("recall" if k == "sensitivity" and "recall" in row else k) is not None]
+    if not keys:
+        return []
+    lines = ["", "## The paper's numbers", "",
+             f"Quoted from {paper.paper}, {table.table} ({table.caption}); the paper's data and split differ "
+             f"from ours (see Deviations above), so compare with care. This run: {record.test_is or 'held-out test split'}.", "",
+             "| metric | paper | this run |", "|---|---|---|"]
+    for k in keys:
+        ours = record.test.metrics.get(k)
+        theirs = row.get("recall" if k == "sensitivity" and "recall" in row else k)
+        lines.append(f"| {k} | {theirs} | {'n/a' if ours is None else f'{ours:.4f}'} |")
+    return lines
+
+
+def citation(record: RunRecord, entry: ModelEntry) -> str:
+    """The paper the model reproduces, as its data file names it (else the registry's line)."""
+    from medmodels.report.papers import quoted_row
+
+    found = quoted_row(record.task, record.name)
+    return found[0].paper if found else entry.paper
+
+
 def usage_lines(record: RunRecord, entry: ModelEntry) -> list[str]:
-    """Citation, intended and out-of-scope use, and a snippet that runs from a clone of the repository."""
+    """The paper's numbers, citation, intended and out-of-scope use, and a snippet that runs from a clone."""
     terms = TRAINING_DATA.get(record.task)
     return [
+        *paper_lines(record),
         "",
         "## How to use",
         "",
@@ -117,5 +151,5 @@ def usage_lines(record: RunRecord, entry: ModelEntry) -> list[str]:
         "",
         "## Citation",
         "",
-        entry.paper,
+        citation(record, entry),
     ]

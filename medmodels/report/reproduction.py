@@ -17,6 +17,8 @@ from typing import Any
 
 from medmodels.latency import TimingRecord, read_timing, time_task_models, timing_of
 from medmodels.record import RecordError, RunRecord, record_paths
+from medmodels.report.papers import load_paper
+from medmodels.report.xray import XRAY_TASKS, xray_report_sections
 
 log = logging.getLogger(__name__)
 
@@ -25,66 +27,13 @@ NOT_SHIPPED = "No weights shipped:"  # how a card without weights opens its firs
 
 # ---------------------------------------------------------------- the papers' tables (quoted)
 
-# Malaria paper, Table I (80:20 split by image of 27,558 cells; Keras, GPU not stated).
-# Columns: accuracy, sensitivity, specificity, precision, TP, TN, F1, MCC, training s, single-image s.
-MALARIA_PAPER: dict[str, tuple[str, tuple[float | int | None, ...]]] = {
-    "vgg16": ("VGG-16", (0.9615, 0.9482, 0.9753, 0.9754, 2652, 2648, 0.9616, 0.9235, 477.39, 0.0145)),
-    "resnet50": ("Resnet-50", (0.9407, 0.9300, 0.9510, 0.9485, 2525, 2660, 0.9392, 0.8815, 2153.02, 0.0117)),
-    "shallow_cnn3_noaug": ("3 layered CNN", (0.9532, 0.9430, 0.9634, 0.9626, 2599, 2655, 0.9527, 0.9066, 701.05, 0.0018)),
-    "shallow_cnn3": ("3 layered CNN (data augmentation)", (0.9570, 0.9321, 0.9819, 0.9809, 2569, 2706, 0.9559, 0.9151, 3219.65, 0.002)),
-    "shallow_cnn2_noaug": ("2 layered CNN", (0.9082, 0.8908, 0.9256, 0.9229, 2455, 2551, 0.9066, 0.8169, 615.38, 0.002)),
-    "shallow_cnn2": ("2 layered CNN (data augmentation)", (0.9561, 0.9332, 0.9790, 0.9779, 2572, 2698, 0.9551, 0.9131, 3276.20, 0.0019)),
-    "shallow_cnn1_noaug": ("1 layered CNN", (0.4996, 0.9993, 0.0, 0.4998, 2754, 0, 0.6663, -0.0191, 227.18, 0.0029)),
-    "shallow_cnn1": ("1 layered CNN (data augmentation)", (0.6938, 0.7297, 0.6578, 0.6808, 2011, 1813, 0.7044, 0.3885, 3152.70, 0.0026)),
-    # QuadSNet paper, malaria: accuracy only.
-    "quadsnet": ("QuadSNet (QuadSNet paper)", (0.940, None, None, None, None, None, None, None, None, None)),
-}
+# The papers' numbers are data (medmodels/report/papers/*.json), quoted with their table.
+MALARIA_PAPERS = ("malaria_sarkar", "quadsnet_ali")  # the shallow nets' paper; QuadSNet's own for QuadSNet
+MALARIA_COLUMNS = ("accuracy", "sensitivity", "specificity", "precision", "tp", "tn", "f1", "mcc",
+                   "training_seconds", "single_image_seconds")
 MALARIA_ORDER = ("shallow_cnn3", "shallow_cnn3_noaug", "shallow_cnn2", "shallow_cnn2_noaug",
                  "shallow_cnn1", "shallow_cnn1_noaug", "vgg16", "resnet50", "quadsnet")
-
-WBC_CLASSES = ("EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE", "NEUTROPHIL")
-# WBC paper (Kaggle set, 992 test images of a random split): overall accuracy and per-class
-# (precision, recall, F1) from Tables 1 and 3, confusion matrix of the proposed CNN from Table 2.
-WBC_PAPER: dict[str, dict[str, Any]] = {
-    "wbc_cnn": {
-        "title": "Proposed CNN (Tables 2 and 3)", "accuracy": 0.9957,
-        "per_class": {"EOSINOPHIL": (0.99, 0.994, 0.993), "LYMPHOCYTE": (1.0, 1.0, 1.0),
-                      "MONOCYTE": (1.0, 1.0, 1.0), "NEUTROPHIL": (0.993, 0.985, 0.98)},
-        "confusion_matrix": [[246, 0, 0, 2], [0, 248, 0, 0], [0, 0, 248, 0], [1, 0, 0, 247]],
-    },
-    "vgg16": {
-        "title": "VGG16, ImageNet features (Table 1)", "accuracy": 0.92,
-        "per_class": {"EOSINOPHIL": (0.93, 0.82, 0.87), "LYMPHOCYTE": (0.96, 0.97, 0.96),
-                      "MONOCYTE": (0.95, 0.98, 0.96), "NEUTROPHIL": (0.84, 0.91, 0.88)},
-    },
-    "resnet50": {
-        "title": "ResNet50, ImageNet features (Table 1)", "accuracy": 0.923,
-        "per_class": {"EOSINOPHIL": (0.94, 0.99, 0.96), "LYMPHOCYTE": (0.92, 0.80, 0.86),
-                      "MONOCYTE": (0.97, 0.99, 0.98), "NEUTROPHIL": (0.86, 0.90, 0.88)},
-    },
-    "inception_v3": {
-        "title": "InceptionV3, ImageNet features (Table 1)", "accuracy": 0.9567,
-        "per_class": {"EOSINOPHIL": (0.94, 0.92, 0.93), "LYMPHOCYTE": (0.98, 0.99, 0.98),
-                      "MONOCYTE": (0.97, 0.99, 0.98), "NEUTROPHIL": (0.93, 0.93, 0.93)},
-    },
-    "mobilenet_v2": {
-        "title": "MobileNetV2, ImageNet features (Table 1)", "accuracy": 0.936,
-        "per_class": {"EOSINOPHIL": (0.89, 0.92, 0.90), "LYMPHOCYTE": (0.97, 0.97, 0.97),
-                      "MONOCYTE": (0.95, 0.98, 0.97), "NEUTROPHIL": (0.93, 0.88, 0.90)},
-    },
-}
-# Chest X-ray papers (5-fold CV means): KD paper's results; mortality paper's Table 1 (test rows).
-OTHER_PAPER: dict[tuple[str, str], tuple[str, dict[str, float]]] = {
-    ("covid", "kd_teacher"): ("KD paper: teacher", {"accuracy": 0.992, "f1": 0.991}),
-    ("covid", "mobilenet_v2"): ("KD paper: student before KD", {"accuracy": 0.980, "f1": 0.984}),
-    ("covid", "mobilenet_v2_kd"): ("KD paper: student after KD", {"accuracy": 0.988, "f1": 0.991}),
-    ("mortality", "resnet18"): ("Table 1: original", {"balanced_accuracy": 0.89, "roc_auc": 0.90, "f1": 0.81}),
-    ("mortality", "resnet18_imputed"): ("Table 1: imputed", {"balanced_accuracy": 0.74, "roc_auc": 0.78, "f1": 0.58}),
-    ("mortality", "resnet18_classweight"): ("Table 1: original + class weights",
-                                            {"balanced_accuracy": 0.88, "roc_auc": 0.92, "f1": 0.76}),
-    ("mortality", "resnet18_resample"): ("Table 1: original + random resampling",
-                                         {"balanced_accuracy": 0.83, "roc_auc": 0.91, "f1": 0.75}),
-}
+WBC_PAPER = "wbc_asghar"
 WBC_ORDER = ("wbc_cnn", "mobilenet_v2", "quadsnet", "vgg16", "resnet50", "inception_v3")
 WBC_LEAK_RUN = "wbc_cnn_random_split"
 
@@ -170,9 +119,10 @@ def malaria_section(runs: dict[str, dict[str, Any]], timing: TimingRecord | None
               "F1", "MCC", "training time", "single image"]
     rows = []
     for name in MALARIA_ORDER:
-        if name in MALARIA_PAPER:
-            title, p = MALARIA_PAPER[name]
-            rows.append([name, f"paper: {title}", _pct(p[0]), _pct(p[1]), _pct(p[2]), _pct(p[3]),
+        row = next((r for r in (load_paper(k).row(name) for k in MALARIA_PAPERS) if r), None)
+        if row is not None:
+            p = [row.get(c) for c in MALARIA_COLUMNS]
+            rows.append([name, f"paper: {row['label']}", _pct(p[0]), _pct(p[1]), _pct(p[2]), _pct(p[3]),
                          _int(p[4]), _int(p[5]), _pct(p[6]), _f(p[7]), _secs(p[8]),
                          "–" if p[9] is None else f"{p[9] * 1000:.1f} ms"])
         m = runs.get(name)
@@ -369,14 +319,16 @@ def _collapse_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def _wbc_model_block(name: str, m: dict[str, Any] | None) -> list[str]:
-    paper = WBC_PAPER.get(name)
+    paper = load_paper(WBC_PAPER).row(name)
+    classes = load_paper(WBC_PAPER).classes
     lines = [f"### `{name}`", ""]
     header = ["class", "paper precision", "paper recall", "paper F1", "our precision", "our recall",
               "our F1", "our support"]
     per = (m or {}).get("test", {}).get("per_class", {}) if m else {}
     rows = []
-    for c in WBC_CLASSES:
-        pp = paper["per_class"][c] if paper else (None, None, None)
+    for c in classes:
+        pc = paper["per_class"][c] if paper else {}
+        pp = (pc.get("precision"), pc.get("recall"), pc.get("f1"))
         o = per.get(c, {})
         rows.append([c, _f(pp[0], 3), _f(pp[1], 3), _f(pp[2], 3), _f(o.get("precision"), 3),
                      _f(o.get("recall"), 3), _f(o.get("f1"), 3), _int(o.get("support"))])
@@ -390,12 +342,12 @@ def _wbc_model_block(name: str, m: dict[str, Any] | None) -> list[str]:
     lines += [""] + _table(header, rows) + [""]
     if paper and paper.get("confusion_matrix"):
         lines += ["Paper confusion matrix (rows truth, columns prediction):", ""]
-        lines += _table(["", *WBC_CLASSES], [[c, *map(str, r)] for c, r in zip(WBC_CLASSES, paper["confusion_matrix"])])
+        lines += _table(["", *classes], [[c, *map(str, r)] for c, r in zip(classes, paper["confusion_matrix"])])
         lines.append("")
     if m and m.get("test", {}).get("confusion_matrix"):
         cm = m["test"]["confusion_matrix"]
         lines += ["Our confusion matrix (rows truth, columns prediction):", ""]
-        lines += _table(["", *WBC_CLASSES], [[c, *map(str, r)] for c, r in zip(WBC_CLASSES, cm)])
+        lines += _table(["", *classes], [[c, *map(str, r)] for c, r in zip(classes, cm)])
         lines.append("")
     if m and not m.get("test"):
         lines += ["No test metrics recorded.", ""]
@@ -497,22 +449,17 @@ def render_report(weights_dir: Path) -> str:
         lines += malaria_section(runs["malaria"], read_timing(weights_dir, "malaria"))
     if "wbc" in runs or _not_shipped(weights_dir, "wbc"):
         lines += wbc_section(runs.get("wbc", {}), _not_shipped(weights_dir, "wbc"))
-    xray_sections = _xray_sections(weights_dir)
-    lines += xray_sections
+    lines += _xray_sections(weights_dir)
     from medmodels.explain.localise_survey import localisation_table  # issue 19's survey records
 
     if localisation_table(weights_dir):
         lines += ["## Where do our models look?", "", localisation_table(weights_dir), ""]
-    skip = {"malaria", "wbc"} | ({"covid", "mortality"} if xray_sections else set())
-    others = sorted(t for t in runs if t not in skip)
+    # a task without a section of its own (a new one) still gets its numbers listed
+    others = sorted(t for t in runs if t not in ("malaria", "wbc", *XRAY_TASKS))
     for task in others:
         lines += [f"## {task}", ""]
         rows = []
         for name, m in runs[task].items():
-            if (task, name) in OTHER_PAPER:
-                label, p = OTHER_PAPER[(task, name)]
-                rows.append([name, f"paper: {label}", _pct(p.get("accuracy")), _pct(p.get("balanced_accuracy")),
-                             _f(p.get("f1"), 3), _f(p.get("roc_auc"), 3), "the paper's own 5-fold CV"])
             t = (m.get("test") or {}).get("metrics", {})
             cv = (m.get("cv") or {}).get("mean", {})
             src = cv or t
@@ -525,9 +472,7 @@ def render_report(weights_dir: Path) -> str:
 
 
 def _xray_sections(weights_dir: Path) -> list[str]:
-    """The chest X-ray studies' sections, written by their own module (empty if absent)."""
-    from medmodels.report.xray import xray_report_sections
-
+    """The chest X-ray studies' sections (``report.xray``)."""
     sections = xray_report_sections(weights_dir)
     return [line for section in sections for line in (section.rstrip("\n"), "")]
 

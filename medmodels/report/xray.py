@@ -11,40 +11,15 @@ from typing import Any
 
 from medmodels.latency import TimingRecord, read_timing
 from medmodels.record import RunRecord, SourceAudit, read_source_audit
+from medmodels.report.papers import load_paper
 from medmodels.report.cards import format_value
 from medmodels.zoo.registry import ModelEntry
 
 XRAY_TASKS = ("covid", "mortality")
 
-# The papers' tables (quoted, not measured here).
-KD_PAPER = {
-    "kd_teacher": {"accuracy": 0.992, "precision": 0.987, "specificity": 0.996, "sensitivity": 0.996,
-                   "f1": 0.991, "balanced_accuracy": 0.996, "parameters": 49_222_390},
-    "mobilenet_v2": {"accuracy": 0.980, "precision": 0.977, "specificity": 0.990, "sensitivity": 0.990,
-                     "f1": 0.984, "balanced_accuracy": 0.990, "parameters": 2_334_966},
-    "mobilenet_v2_kd": {"accuracy": 0.988, "precision": 0.987, "specificity": 0.996, "sensitivity": 0.996,
-                        "f1": 0.991, "balanced_accuracy": 0.996, "parameters": 2_334_966},
-}
-MORTALITY_PAPER = {  # Table 1 (test rows) and Table 2 (its "Balanced Accuracy" column, as printed)
-    "resnet18": {"balanced_accuracy": 0.89, "roc_auc": 0.90, "precision": 0.80, "recall": 0.84, "f1": 0.81,
-                 "tpr": 0.842, "tnr": 0.931, "fpr": 0.069, "fnr": 0.158},
-    "resnet18_classweight": {"balanced_accuracy": 0.88, "roc_auc": 0.92, "precision": 0.69, "recall": 0.90,
-                             "f1": 0.76, "tpr": 0.895, "tnr": 0.863, "fpr": 0.137, "fnr": 0.105},
-    "resnet18_resample": {"balanced_accuracy": 0.83, "roc_auc": 0.91, "precision": 0.81, "recall": 0.71,
-                          "f1": 0.75, "tpr": 0.711, "tnr": 0.954, "fpr": 0.046, "fnr": 0.289},
-    "resnet18_imputed": {"balanced_accuracy": 0.74, "roc_auc": 0.78, "precision": 0.60, "recall": 0.60,
-                         "f1": 0.58, "tpr": 0.608, "tnr": 0.864, "fpr": 0.136, "fnr": 0.392},
-    "alexnet": {"balanced_accuracy": 0.76, "roc_auc": 0.54, "precision": 0.78, "recall": 0.96, "f1": 0.86,
-                "tpr": 0.96, "tnr": 0.12, "fpr": 0.88, "fnr": 0.04},
-    "mobilenet_v3": {"balanced_accuracy": 0.79, "roc_auc": 0.56, "precision": 0.79, "recall": 1.00, "f1": 0.88,
-                     "tpr": 1.00, "tnr": 0.12, "fpr": 0.88, "fnr": 0.00},
-    "efficientnet_v2": {"balanced_accuracy": 0.65, "roc_auc": 0.55, "precision": 0.79, "recall": 0.73, "f1": 0.76,
-                        "tpr": 0.73, "tnr": 0.38, "fpr": 0.62, "fnr": 0.27},
-    "swin": {"balanced_accuracy": 0.74, "roc_auc": 0.52, "precision": 0.77, "recall": 0.92, "f1": 0.84,
-             "tpr": 0.92, "tnr": 0.12, "fpr": 0.88, "fnr": 0.08},
-    "convnext": {"balanced_accuracy": 0.76, "roc_auc": 0.50, "precision": 0.76, "recall": 1.00, "f1": 0.87,
-                 "tpr": 1.00, "tnr": 0.00, "fpr": 1.00, "fnr": 0.00},
-}
+# The papers' tables are data (medmodels/report/papers/*.json): quoted, not measured here.
+KD_PAPER = "kd_babaahmadi"  # Tables 1-3: teacher, student before and after distillation
+MORTALITY_PAPER = "mortality_olowolayemo"  # Table 1 (test rows) and Table 2 (its "Balanced Accuracy" column, as printed)
 KD_COLUMNS = ("accuracy", "precision", "specificity", "sensitivity", "f1", "balanced_accuracy")
 MORTALITY_COLUMNS = ("balanced_accuracy", "roc_auc", "precision", "sensitivity", "f1")
 
@@ -224,8 +199,8 @@ def _kd_section(weights_dir: Path) -> str:
     header = "| model | source | test | " + " | ".join(KD_COLUMNS) + " | parameters |"
     lines += [header, "|---|---|---|" + "---|" * (len(KD_COLUMNS) + 1)]
     for n in names:
-        if n in KD_PAPER:
-            p = KD_PAPER[n]
+        p = load_paper(KD_PAPER).row(n)
+        if p is not None:
             lines.append(f"| {n} | paper | 5-fold mean | " + " | ".join(_f(p[c]) for c in KD_COLUMNS)
                          + f" | {p['parameters']:,} |")
         m = found[n]
@@ -312,7 +287,7 @@ def _mortality_section(weights_dir: Path) -> str:
     lines += ["| model | source | " + " | ".join(cols) + " | TPR | TNR | FPR | FNR |",
               "|---|---|" + "---|" * (len(cols) + 4)]
     for n in names:
-        p = MORTALITY_PAPER.get(n)
+        p = load_paper(MORTALITY_PAPER).row(n)
         if p:
             lines.append(f"| {n} | paper | " + " | ".join(_f(p.get("recall" if c == "sensitivity" else c)) for c in cols)
                          + " | " + " | ".join(_f(p.get(k)) for k in ("tpr", "tnr", "fpr", "fnr")) + " |")
