@@ -24,7 +24,7 @@ log = logging.getLogger("dashboard")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES_DIR = REPO_ROOT / "examples"
-IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp"]
+IMAGE_TYPES = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "dcm", "dicom"]
 NOTICE = (
     "**Research and education tool — not a medical device and not for diagnosis.** "
     "Predictions and explanations come from small models trained on public data sets."
@@ -289,6 +289,51 @@ def example_files(task: str) -> list[tuple[str, Path]]:
     return out
 
 
+def show_dicom_tags(name: str, data: bytes) -> None:
+    """For a DICOM input, the technical tags that were read (never patient fields), so the user
+    can check that the right image, view and intensity handling were used."""
+    from medmodels.data.dicom import dicom_info, is_dicom
+
+    if not is_dicom(data):
+        return
+    info = dicom_info(data, name)
+    notes = " ".join(n[0].upper() + n[1:] for n in info.notes)
+    frames = f" The file holds {info.frames} frames; only the first is used." if info.frames > 1 else ""
+    st.caption(as_text(f"{name}: {info.summary()}{frames}{(' ' + notes) if notes else ''}"))
+
+
+def show_dicom_table(samples: Sequence) -> None:
+    """For a set with DICOM files: how many share each combination of the tags read."""
+    from collections import Counter
+
+    from medmodels.data.dicom import dicom_info, is_dicom
+    from medmodels.errors import ImageReadError
+
+    counts: Counter = Counter()
+    for sample in samples:
+        data = sample.source if isinstance(sample.source, bytes) else None
+        if data is None and getattr(sample.source, "suffix", "").casefold() in (".dcm", ".dicom"):
+            data = sample.source.read_bytes()
+        if not data or not is_dicom(data):
+            continue
+        try:
+            info = dicom_info(data)
+        except ImageReadError:
+            continue
+        counts[(info.modality, info.photometric, info.bits_stored, info.bits_allocated, info.view_position,
+                info.frames)] += 1
+    if not counts:
+        return
+    import pandas as pd
+
+    columns = ["modality", "photometric interpretation", "bits stored", "bits allocated", "view position",
+               "frames"]
+    table = pd.DataFrame([[*key, n] for key, n in counts.most_common()], columns=[*columns, "files"])
+    with st.expander(f"DICOM tags read from {sum(counts.values())} file(s)"):
+        st.caption("MONOCHROME1 images are inverted; of multi-frame files only the first frame is used.")
+        st.dataframe(table, hide_index=True, width="stretch")
+
+
 def read_inputs(uploads: Sequence, examples: Sequence[tuple[str, Path]]) -> list[InputImage]:
     """Decode uploads and picked examples; a bad file is reported in the page and left out."""
     from medmodels.data.images import image_size
@@ -313,5 +358,7 @@ def read_inputs(uploads: Sequence, examples: Sequence[tuple[str, Path]]) -> list
             images.append(InputImage(name, key, decode_image(key, name, data), label))
         except ImageReadError as err:
             show_error(err)
+            continue
+        show_dicom_tags(name, data)
     log.info("read %d image(s), %d left out", len(images), len(items) - len(images))
     return images

@@ -45,20 +45,27 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from medmodels.data.images import load_image
+    from medmodels.data.dicom import dicom_info, is_dicom
+    from medmodels.data.images import WORK_SIDE, load_image
     from medmodels.hub import load_trained
     from medmodels.inference import predict_images
 
     model, card = load_trained(args.task, args.model)
-    images = [load_image(Path(p)) for p in args.images]
+    images = [load_image(Path(p), max_side=WORK_SIDE) for p in args.images]
     preds = predict_images(model, card.entry, images)
     out = [{"file": str(p), "predicted_class": pr.predicted_class, "probability": pr.probability,
             "probabilities": pr.probabilities} for p, pr in zip(args.images, preds)]
+    for row in out:  # DICOM: the technical tags read, so the input can be checked (no patient fields)
+        with Path(row["file"]).open("rb") as fh:
+            head = fh.read(132)
+        if is_dicom(head):
+            row["dicom"] = dicom_info(Path(row["file"]).read_bytes(), Path(row["file"]).name).summary()
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         for row in out:
-            print(f"{row['file']}: {row['predicted_class']} ({row['probability']:.3f})")
+            tags = f"  [{row['dicom']}]" if "dicom" in row else ""
+            print(f"{row['file']}: {row['predicted_class']} ({row['probability']:.3f}){tags}")
     return 0
 
 

@@ -228,7 +228,7 @@ def test_non_images_and_stray_files_are_listed_as_skipped(zip_bytes: MakeZip, im
     assert sorted(result.labels) == [0, 1]
     assert {s.name: s.reason for s in result.skipped} == {
         "Parasitized/notes.txt": f"not an image file (.txt); images must be {FORMAT_NAMES}.",
-        "Uninfected/scan.dcm": "a DICOM file; export it as PNG or JPEG first.",
+        "Uninfected/scan.dcm": "this is not a DICOM file (it has no DICM marker), whatever the file name says.",
         "loose.png": "not inside a class folder (expected Parasitized/ or Uninfected/).",
         "cats/c.png": "in the folder 'cats', which is not a class of this task (Parasitized, Uninfected).",
     }

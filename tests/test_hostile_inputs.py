@@ -86,7 +86,7 @@ def test_truncated_jpeg() -> None:
 def test_random_bytes_with_an_image_extension() -> None:
     data = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     assert _image_error(data, "photo.png") == (
-        "photo.png: this is not an image: its contents are not PNG, JPEG, TIFF, BMP, GIF or WebP "
+        "photo.png: this is not an image: its contents are not PNG, JPEG, TIFF, BMP, GIF, WebP or DICOM "
         "data, whatever the file name says."
     )
 
@@ -375,10 +375,10 @@ def test_non_image_files_mixed_in(image_bytes: MakeImage) -> None:
     result = read_labelled_set(data, CLASSES)
     assert sorted(s.name for s in result.samples) == ["Parasitized/a.png", "Uninfected/c.png"]
     assert {s.name: s.reason for s in result.skipped} == {
-        "Parasitized/b.png": "this is not an image: its contents are not PNG, JPEG, TIFF, BMP, GIF or WebP "
+        "Parasitized/b.png": "this is not an image: its contents are not PNG, JPEG, TIFF, BMP, GIF, WebP or DICOM "
         "data, whatever the file name says.",
-        "Uninfected/report.pdf": "not an image file (.pdf); images must be PNG, JPEG, TIFF, BMP, GIF "
-        "or WebP.",
+        "Uninfected/report.pdf": "not an image file (.pdf); images must be PNG, JPEG, TIFF, BMP, GIF, "
+        "WebP or DICOM.",
         "Uninfected/empty.png": "the file is empty (0 bytes).",
     }
 
@@ -609,7 +609,7 @@ def test_unlabelled_upload_without_images() -> None:
         read_images(_zip([("notes.txt", b"hi")]))
     assert str(err.value) == (
         "The zip 'upload' holds 1 file but no readable images. For example, 'notes.txt': not an image "
-        "file (.txt); images must be PNG, JPEG, TIFF, BMP, GIF or WebP."
+        "file (.txt); images must be PNG, JPEG, TIFF, BMP, GIF, WebP or DICOM."
     )
 
 

@@ -15,6 +15,7 @@ from dashboard.common import (
     model_picker,
     page_errors,
     page_header,
+    show_dicom_table,
     task_picker,
 )
 from dashboard.explain_ui import explanation_grid, localisation_section, settings_panel
@@ -61,6 +62,7 @@ st.caption(
     + "."
 )
 ui.show_skipped(first.data)
+show_dicom_table(first.data.samples)
 
 results: dict[str, dict] = {}
 with page_errors("Evaluation"):

@@ -31,7 +31,7 @@ entries = model_picker(task.name, "explore_models", label="Models (one or more)"
 
 left, right = st.columns(2)
 uploads = left.file_uploader(
-    "Upload images (PNG, JPEG, TIFF, BMP)",
+    "Upload images (PNG, JPEG, TIFF, BMP, DICOM)",
     type=IMAGE_TYPES,
     accept_multiple_files=True,
     key=f"explore_upload_{task.name}",

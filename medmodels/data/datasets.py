@@ -55,7 +55,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm", ".dicom"}
 )
 
 
@@ -251,8 +251,6 @@ def _not_image_reason(entry: _Entry) -> str | None:
     """Why a file is not even tried as an image (by its extension), or None to try it."""
     if entry.suffix in IMAGE_SUFFIXES or not entry.suffix:
         return None
-    if entry.suffix == ".dcm":
-        return "a DICOM file; export it as PNG or JPEG first."
     return f"not an image file ({entry.suffix}); images must be {FORMAT_NAMES}."
 
 

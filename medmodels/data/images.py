@@ -45,7 +45,7 @@ dashboard (every model's input is 128 px or less); a 6300 x 6300 upload is reduc
 after decoding, so no full-size copy, RGB conversion or float array of it is ever made."""
 FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "GIF", "WEBP")
 """The Pillow formats tried, in this order (JPEG includes the multi-picture JPEGs of phones)."""
-FORMAT_NAMES = "PNG, JPEG, TIFF, BMP, GIF or WebP"
+FORMAT_NAMES = "PNG, JPEG, TIFF, BMP, GIF, WebP or DICOM"
 
 # The one place where Pillow's own decompression-bomb limit is set: it warns above this
 # many pixels and raises above twice as many. load_image turns both into ImageReadError.
@@ -177,6 +177,10 @@ def _text_chunk_error(label: str) -> ImageReadError:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height from the file's header, without decoding pixels; None if unreadable."""
+    from medmodels.data.dicom import dicom_size, is_dicom
+
+    if is_dicom(data):
+        return dicom_size(data)
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as img:
             return img.size
@@ -319,6 +323,10 @@ def load_image(
         label = name or Path(source).name
     max_pixels = min(max_pixels, MAX_PIXELS)
     data = _read_source(source, label, max_bytes)
+    from medmodels.data.dicom import DICOM_SUFFIXES, is_dicom, read_dicom
+
+    if is_dicom(data) or Path(label).suffix.casefold() in DICOM_SUFFIXES:
+        return read_dicom(data, label, max_side=max_side, max_pixels=max_pixels)[0]
     img = _decode(data, label, max_pixels, max_side)
     try:
         rgb = to_rgb(img)
