@@ -88,3 +88,14 @@ def test_every_shipped_card_renders_round_trips_and_states_the_record(path: Path
     assert got == want
     assert "## How to use" in card.text and "## Citation" in card.text and "Out of scope" in card.text
     assert f"({record.test.n} images)" in card.text
+
+
+@pytest.mark.parametrize("folder", ["malaria/shallow_cnn3", "wbc/wbc_cnn", "covid/mobilenet_v2", "mortality/resnet18"])
+def test_the_cards_how_to_use_snippet_runs(folder: str, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    text = (WEIGHTS / folder / "README.md").read_text(encoding="utf-8")
+    snippet = text.split("## How to use", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(REPO)
+    exec(compile(snippet, f"{folder}/README.md", "exec"), {})  # noqa: S102 - our own generated card
+    printed = capsys.readouterr().out
+    assert printed.startswith("{") and all(c in printed for c in RunRecord.read(WEIGHTS / folder).test.classes)
