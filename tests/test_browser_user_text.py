@@ -163,6 +163,9 @@ def test_evaluate_zip_folder_and_csv_text_is_shown_as_text(server: str, browser:
         ("set.zip", {"a.png": PNG, "labels.csv": f"filename,label\na.png,{names['link']}\n".encode()},
          names["link"]),
         (f"{names['link']}.zip", {"Uninfected/a.png": PNG, "Parasitized/b.png": PNG}, f"{names['link']}.zip"),
+        # names inside class folders reach the per-image table, the image picker and the explanation
+        ("names.zip", {f"Uninfected/{names['image']}.png": PNG, f"Parasitized/{names['html']}.png": PNG},
+         "Most confident mistakes first"),
     ]
     page = browser.new_page()
     requests = _watch(page, canary)
