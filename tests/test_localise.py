@@ -157,3 +157,47 @@ def test_every_bundled_wbc_example_has_its_cell_box() -> None:
         assert box is not None, path.name
         assert box_problem(box.x0, box.y0, box.x1, box.y1, *image.size) is None
     assert bundled_box(Image.new("RGB", (50, 50))) is None  # same name or not: pixels decide
+
+
+SHIPPED_LUNGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "weights" / "lungs" / "unet_lite0"
+
+
+@pytest.mark.skipif(not (SHIPPED_LUNGS / "model.safetensors").is_file(), reason="lung model not shipped here")
+def test_shipped_lung_model_on_a_bundled_xray_and_the_cli(tmp_path, capsys) -> None:
+    import json
+    from pathlib import Path
+
+    from medmodels.cli import main
+    from medmodels.data.images import load_image
+    from medmodels.lungs import load_lung_model, segment_lungs
+
+    xray = sorted((Path(__file__).resolve().parents[1] / "examples" / "covid" / "Normal").glob("*.jpg"))[0]
+    model, metrics = load_lung_model(SHIPPED_LUNGS)
+    assert metrics["scores"]["test"]["dice_mean"] >= 0.95
+    field = segment_lungs(load_image(xray), model)
+    assert field.plausible and 0.1 < field.area_fraction < 0.6
+    assert main(["segment-lungs", str(xray), "--json", "--out", str(tmp_path)]) == 0
+    row = json.loads(capsys.readouterr().out)[0]
+    assert row["plausible"] and (tmp_path / f"{xray.stem}_lungs.png").is_file()
+
+
+def test_segment_lungs_cli_without_weights_says_so(monkeypatch, tmp_path, capsys) -> None:
+    from medmodels.cli import main
+
+    monkeypatch.setenv("MEDMODELS_WEIGHTS_DIR", str(tmp_path))
+    xray = sorted((SHIPPED_LUNGS.parents[2] / "examples" / "covid" / "Normal").glob("*.jpg"))[0]
+    assert main(["segment-lungs", str(xray)]) == 2
+    assert "No trained lung-field model" in capsys.readouterr().err
+
+
+def test_lung_only_crops_and_blacks_out() -> None:
+    from medmodels.lungs import lung_only
+
+    mask = np.zeros((256, 256), bool)
+    mask[60:200, 40:120] = True
+    img = Image.fromarray(np.full((256, 256), 200, np.uint8))
+    out = np.asarray(lung_only(img, _field(mask)))
+    assert out.shape[0] < 256 and out.shape[1] < 256  # cropped around the field
+    assert out[..., 0].max() == 200 and out[..., 0].min() == 0  # outside the field is black
+    with pytest.raises(ValueError):
+        lung_only(img, _field(mask, plausible=False))
