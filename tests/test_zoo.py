@@ -113,3 +113,22 @@ def test_the_distilled_student_is_the_default_student() -> None:
 
     students = [e.name for e in list_models("covid") if e.family == "student"]
     assert students[0] == "mobilenet_v2_kd" and "mobilenet_v2" in students
+
+
+def test_the_registry_stands_alone_and_the_package_fills_it() -> None:
+    """No import loop: registry imports nothing of the zoo; importing the package registers everything."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    registry = Path(__file__).resolve().parents[1] / "medmodels" / "zoo" / "registry.py"
+    imported = {n.module for n in ast.walk(ast.parse(registry.read_text())) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(ast.parse(registry.read_text())) if isinstance(n, ast.Import)
+                 for a in n.names}
+    assert not {m for m in imported if m and m.startswith("medmodels.zoo")}, imported
+    code = ("from medmodels.zoo.registry import list_models, list_tasks; "
+            "print(len(list_tasks()), len(list_models()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=registry.parents[2]).stdout.split()
+    assert int(out[0]) >= 4 and int(out[1]) >= 20

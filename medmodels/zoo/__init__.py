@@ -1,4 +1,13 @@
-"""The model zoo: architectures of the five papers behind one registry."""
+"""The model zoo: architectures of the five papers behind one registry.
+
+As in timm's ``models/__init__.py``, importing the package imports every architecture
+module (each registers its factories with ``@register_arch``) and then the catalog (the
+tasks and the (task, model) entries). ``zoo.registry`` itself imports nothing from the zoo,
+so the dependencies run one way: ``__init__`` -> architectures, catalog -> registry.
+A new architecture module is added to the import line below.
+"""
+from medmodels.zoo import kd, quadsnet, shallow, torchvision_nets, unet  # noqa: F401  (register archs)
+from medmodels.zoo import catalog  # noqa: F401,I001  (tasks and entries; after the archs it names)
 from medmodels.zoo.registry import (  # noqa: F401
     ModelEntry,
     Preprocess,

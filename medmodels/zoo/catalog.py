@@ -1,14 +1,13 @@
 """Every task and (task, model) pair of the five papers, registered in one place.
 
 Input sizes are what the 2-core CPU used for training here can afford; each entry's notes
-and each model card put them next to the paper's setting.
+and each model card put them next to the paper's setting. The architectures named here are
+registered by their modules, which ``medmodels.zoo`` imports before this one.
 """
 from __future__ import annotations
 
 from types import MappingProxyType
 
-from medmodels.zoo import kd, quadsnet, shallow, torchvision_nets  # noqa: F401  (register archs)
-from medmodels.zoo import unet  # noqa: F401  (the lung-field U-Net arch; its task table is there)
 from medmodels.zoo.registry import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -131,17 +131,11 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
-def _ensure_catalog() -> None:
-    from medmodels.zoo import catalog  # noqa: F401  (registers everything on import)
-
-
 def list_tasks() -> list[TaskSpec]:
-    _ensure_catalog()
     return list(_TASKS.values())
 
 
 def get_task(name: str) -> TaskSpec:
-    _ensure_catalog()
     try:
         return _TASKS[name]
     except KeyError:
@@ -152,7 +146,6 @@ def get_task(name: str) -> TaskSpec:
 
 def list_models(task: str | None = None) -> list[ModelEntry]:
     """Every registered entry, in registration order (optionally for one task)."""
-    _ensure_catalog()
     if task is not None:
         get_task(task)
     return [e for e in _ENTRIES.values() if task is None or e.task == task]
@@ -167,11 +160,6 @@ def get_entry(task: str, name: str) -> ModelEntry:
         raise UnknownModelError(
             f"Unknown model {name!r} for task {task!r}. Models for {task}: {names}."
         ) from None
-
-
-def list_archs() -> list[str]:
-    _ensure_catalog()
-    return sorted(_ARCHS)
 
 
 def build_arch(entry: ModelEntry, imagenet: bool = False) -> nn.Module:
