@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -112,25 +111,11 @@ def show_metric_table(table: pd.DataFrame, key: str) -> None:
     st.dataframe(table, width="stretch", column_config=config, key=key)
 
 
-def binary_view(task: Any, labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Truth and score of the positive class (binary tasks)."""
-    from medmodels.metrics import one_vs_rest
-
-    return one_vs_rest(labels, probs, task.positive_index)
-
-
 # --------------------------------------------------------------------------- stored CV data
 
 
-def _score_column(frame: pd.DataFrame, cls: str) -> str | None:
-    for name in (cls, f"p_{cls}", f"score_{cls}", f"prob_{cls}"):
-        if name in frame.columns:
-            return name
-    return None
-
-
 def cv_fold_curves(task: Any, name: str) -> dict[str, list]:
-    """Per-fold ROC and PR curves from a model's stored predictions.csv (or metrics.json)."""
+    """Per-fold ROC and PR curves from a model's predictions.csv (written by ``medmodels.train.run``)."""
     from medmodels.metrics import pr_curve_data, roc_curve_data
 
     _model, card = trained_model(task.name, name)
@@ -139,10 +124,10 @@ def cv_fold_curves(task: Any, name: str) -> dict[str, list]:
     if table.is_file() and task.positive_index is not None:
         frame = pd.read_csv(table)
         cls = task.classes[task.positive_index]
-        score = _score_column(frame, cls)
-        if score and "fold" in frame.columns and "label" in frame.columns:
+        score = f"score_{cls}"  # the engine's one column name (train.run.write_predictions)
+        if score in frame.columns:
             for _fold, part in frame.groupby("fold", sort=True):
-                truth = part["label"].astype(str).isin([cls, str(task.positive_index)]).to_numpy()
+                truth = (part["label"].astype(str) == cls).to_numpy()
                 out["roc"].append(roc_curve_data(truth, part[score].to_numpy()))
                 out["pr"].append(pr_curve_data(truth, part[score].to_numpy()))
             return out

@@ -61,11 +61,11 @@ def actualmed_audit(model: nn.Module, entry: ModelEntry, pool: LabelledSet) -> A
     """Metrics and predictions on the Actualmed subset (26 COVID-19 vs 18 normal, one source)."""
     from medmodels.data.shared import covid_samples
     from medmodels.train.pool import decode_all
-    from medmodels.train.run import prediction_rows, probabilities, split_metrics_of
+    from medmodels.train.run import prediction_rows, split_metrics_of, view_probabilities
 
     ext = covid_samples(external=True)
     images = decode_all(ext, entry.preprocess, _key(ext, entry, "actualmed"))
-    probs = probabilities(model, images, entry.preprocess)
+    probs = view_probabilities(model, images, entry.preprocess)
     labels = np.asarray(ext.labels, dtype=int)
     return AuditResult(Audits(actualmed=split_metrics_of(labels, probs, entry)),
                        prediction_rows(ext, np.arange(len(ext)), probs, "actualmed"))

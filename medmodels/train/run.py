@@ -330,7 +330,7 @@ def train_model(recipe: Recipe, entry: ModelEntry, part: PartData, teacher: Teac
 # --------------------------------------------------------------------------- measuring
 
 
-def probabilities(model: nn.Module, images: torch.Tensor, pre: Preprocess) -> np.ndarray:
+def view_probabilities(model: nn.Module, images: torch.Tensor, pre: Preprocess) -> np.ndarray:
     """Softmax probabilities [N, C] of uint8 model views."""
     if len(images) == 0:
         return np.zeros((0, 0))
@@ -349,7 +349,7 @@ def split_metrics(model: nn.Module, data: TensorData, entry: ModelEntry) -> Spli
     """Every metric of ``compute_metrics`` for one part (None when it is empty)."""
     if len(data) == 0:
         return None
-    return split_metrics_of(data.labels.numpy(), probabilities(model, data.images, entry.preprocess), entry)
+    return split_metrics_of(data.labels.numpy(), view_probabilities(model, data.images, entry.preprocess), entry)
 
 
 def per_group_accuracy(model: nn.Module, entry: ModelEntry, pool: LabelledSet, part: PartData
@@ -362,7 +362,7 @@ def per_group_accuracy(model: nn.Module, entry: ModelEntry, pool: LabelledSet, p
     data = part.data["test"]
     if len(data) == 0:
         return []
-    predicted = probabilities(model, data.images, entry.preprocess).argmax(1)
+    predicted = view_probabilities(model, data.images, entry.preprocess).argmax(1)
     truth = data.labels.numpy()
     rows: dict[tuple[str, int], list[bool]] = {}
     for j, i in enumerate(part.index["test"]):
@@ -458,7 +458,7 @@ def cumulative_rates(cm: list[list[int]], positive_index: int) -> dict[str, floa
             "fpr": ratio(fp, fp + tn), "fnr": ratio(fn, fn + tp)}
 
 
-def cv_summary(folds: list[CVFold], scores: list[tuple[np.ndarray, np.ndarray]], n_planned: int,
+def summarize_folds(folds: list[CVFold], scores: list[tuple[np.ndarray, np.ndarray]], n_planned: int,
                positive_index: int | None) -> CVSummary:
     """Mean and sd of every numeric test metric over folds, the summed confusion matrix, mean curves."""
     from medmodels.metrics import mean_curve, pr_curve_data, roc_curve_data
@@ -579,7 +579,7 @@ def train_fold(recipe: Recipe, entry: ModelEntry, pool: LabelledSet, images: tor
     if recipe.half:
         round_to_half(model)
     record = part_record(recipe, entry, pool, part, model, result)
-    probs = probabilities(model, part.data["test"].images, entry.preprocess)
+    probs = view_probabilities(model, part.data["test"].images, entry.preprocess)
     labels = part.data["test"].labels.numpy()
     pos = entry.task_spec.positive_index
     seen = None
@@ -703,7 +703,7 @@ def _cross_validate(recipe: Recipe, entry: ModelEntry, pool: LabelledSet, images
     if only_folds:
         return None
     rows = [r for o in outcomes for r in o.rows]
-    cv = cv_summary([o.fold for o in outcomes], [(np.asarray(o.labels), np.asarray(o.scores)) for o in outcomes],
+    cv = summarize_folds([o.fold for o in outcomes], [(np.asarray(o.labels), np.asarray(o.scores)) for o in outcomes],
                     n, entry.task_spec.positive_index)
     if shipped_fold is not None:
         shipped = next(o for o in outcomes if o.fold.fold == shipped_fold)
@@ -829,36 +829,3 @@ def round_to_half(model: nn.Module) -> nn.Module:
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half().float())
     return model
-
-
-def halve_trained_folder(folder: Path | str) -> RunRecord:
-    """Store a folder trained without ``half`` in fp16 and re-score it as stored.
-
-    The test metrics and card are recomputed from the fp16 weights (a few borderline
-    predictions can flip); the float32 test metrics stay under ``storage``.
-    """
-    from medmodels.hub import store_half
-
-    folder = Path(folder)
-    fp32_test = RunRecord.read(folder).test
-    store_half(folder)
-    record = RunRecord.read(folder)
-    record.test = reevaluate(folder)
-    assert record.storage is not None
-    record.storage.fp32_test_metrics = fp32_test.metrics if fp32_test else None
-    record.write(folder)
-    write_card(folder)
-    return record
-
-
-def withdraw_weights(folder: Path | str) -> Path:
-    """Remove a run's weights file but keep its record, split and card (which then says so).
-
-    For runs that scored at chance: shipping them would cost repository megabytes and offer
-    users a model that says nothing. The card names the recipe that re-makes them.
-    """
-    folder = Path(folder)
-    for name in ("model.safetensors", "config.json"):
-        (folder / name).unlink(missing_ok=True)
-    write_card(folder)
-    return folder
