@@ -308,3 +308,30 @@ def test_explore_and_evaluate_list_the_dicom_tags_read_and_no_patient_field(untr
         "bits allocated": 16, "view position": "PA", "frames": 1, "files": len(XRAYS),
     }]
     assert not any(v in _page_text(at) for v in PATIENT)
+
+
+def test_cli_evaluate_reads_a_folder_of_dicoms_like_the_jpegs(tmp_path: Path) -> None:
+    from medmodels.hub import weights_status
+    from medmodels.zoo.registry import list_models
+
+    name = next((e.name for e in list_models("covid") if weights_status("covid", e.name)[0]), None)
+    if name is None:
+        pytest.skip("no trained COVID-19 weights in this checkout")
+    for p in XRAYS:
+        folder = tmp_path / "dicoms" / p.parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{p.stem}.dcm").write_bytes(VARIANTS["monochrome1_12bit"](gray(p)))
+    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    results = []
+    for data in (ROOT / "examples" / "covid", tmp_path / "dicoms"):
+        out = tmp_path / f"{data.name}.json"
+        run = subprocess.run(
+            [sys.executable, "-m", "medmodels", "evaluate", "--task", "covid", "--model", name,
+             "--data", str(data), "--json", str(out)],
+            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        results.append(json.loads(out.read_text()))
+    jpeg, dicom = results
+    assert dicom["n"] == jpeg["n"] == len(XRAYS)
+    assert dicom["metrics"]["accuracy"] == jpeg["metrics"]["accuracy"]
