@@ -98,7 +98,7 @@ def overlay(task: str, name: str, item: InputImage, exp: dict, display: Display)
     )
 
 
-@st.cache_data(show_spinner=False, max_entries=256)
+@st.cache_data(show_spinner=False, max_entries=256, max_size="128MB", ttl=3600)
 def lung_field(key: str, _image: Any) -> Any:
     """The image's predicted lung field (``medmodels.lungs.LungField``), or why there is none."""
     from medmodels.errors import WeightsError
@@ -285,13 +285,13 @@ def compose_figure(tiles: Sequence[Sequence[tuple[str, Image.Image]]], title: st
 def set_localisation(task: str, name: str, data_key: str, methods: tuple[str, ...], settings: Any,
                      max_images: int, _data: Any) -> dict:
     """Mean localisation per method of one model over the first ``max_images`` of a labelled set."""
-    from medmodels.data.images import load_image
+    from medmodels.data.images import WORK_SIDE, load_image
     from medmodels.explain import model_lock
     from medmodels.explain.localise_survey import lung_fields_for, score_samples
 
     model, card = trained_model(task, name)
     samples = list(_data.samples)[:max_images]
-    images = [load_image(s.source, s.name) for s in samples]
+    images = [load_image(s.source, s.name, max_side=WORK_SIDE) for s in samples]
     fields = lung_fields_for(samples, images) if card.entry.task_spec.modality == "x-ray" else None
     bar = st.progress(0.0, text=f"Scoring {card.entry.title}'s maps…")
 
