@@ -122,3 +122,22 @@ def test_evaluate_zip_name_is_text(weights: Path) -> None:
     at.file_uploader(key="evaluate_zip_malaria").set_value((name, _zip({"Uninfected/a.png": PNG}), "application/zip"))
     at.run()
     _assert_escaped(at, name)
+
+
+def test_explore_reads_at_most_400_megapixels_per_page(weights: Path) -> None:
+    """Eleven 6300 x 6300 uploads: ten are read (reduced to 1024 px), the eleventh is refused clearly."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (6300, 6300)).save(buffer, format="PNG")
+    at = _page("explore")
+    at.file_uploader(key="explore_upload_malaria").set_value(
+        [(f"black_{i}.png", buffer.getvalue(), "image/png") for i in range(11)]
+    )
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [_unescape(e.value) for e in at.error]
+    assert errors == [
+        "1 of the 11 images were not read: together the images hold more than 400 megapixels, the most "
+        "one page reads at once. Remove some uploads (or downscale them) and try again."
+    ]
