@@ -4,7 +4,9 @@ The server below (127.0.0.1 only) answers the requests huggingface_hub makes for
 ``hf_hub_download``: ``HEAD``/``GET /<repo>/resolve/<revision>/<path>`` with ``ETag`` and
 ``X-Repo-Commit``, LFS files as a redirect to a second "CDN" server (another origin, so the
 library takes the signed-URL path with ``X-Linked-Etag``/``X-Linked-Size``), 404 with the
-Hub's ``X-Error-Code`` for a missing file, and one 503 before the first success.
+Hub's ``X-Error-Code`` for a missing file, and one 503 before the first success. Its write
+side (create_repo, preupload, the LFS batch API and a PUT to the "CDN", create_commit's NDJSON)
+lets ``push_folder`` publish a folder whose new commit is then pinned and loaded.
 
 huggingface_hub reads ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_OFFLINE`` when it is imported,
 and this suite's conftest switches the Hub off for every other test; so the resolver runs in
@@ -66,6 +68,9 @@ class FakeHub:
 
     def __init__(self, files: dict[str, bytes]) -> None:
         self.files = dict(files)
+        self.commit = COMMIT  # what ``main`` points at; a push moves it
+        self.commits = {COMMIT: dict(files)}  # every commit's files, so old pins keep resolving
+        self.uploads: dict[str, bytes] = {}  # LFS objects PUT to the CDN, by sha256
         self.cdn_bytes: dict[str, bytes] = {}  # sha256 -> bytes the CDN sends (tamper here)
         self.fail_once: set[str] = set()  # HEAD paths answered 503 the first time
         self.log: list[tuple[str, str, str, int]] = []  # (server, method, path, status)
@@ -97,7 +102,41 @@ class FakeHub:
                 self._answer(body=False)
 
             def do_GET(self) -> None:
+                if self.path.startswith(f"/api/models/{REPO}/tree/"):
+                    return self._json(200, [{"type": "file", "path": p, "size": len(d), "oid": git_blob_sha(d)}
+                                            for p, d in sorted(hub.files.items())])
                 self._answer(body=True)
+
+            def do_POST(self) -> None:
+                """The write side huggingface_hub's create_repo/create_commit use (an upload's path)."""
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/api/repos/create":
+                    return self._json(200, {"url": f"{hub.url}/{REPO}", "name": REPO})
+                if self.path == "/api/validate-yaml":
+                    return self._json(200, {"errors": [], "warnings": []})
+                if self.path.startswith(f"/api/models/{REPO}/preupload/"):
+                    files = json.loads(body)["files"]
+                    return self._json(200, {"files": [
+                        {"path": f["path"], "uploadMode": "lfs" if f["path"].rsplit("/", 1)[-1] in LFS else "regular",
+                         "shouldIgnore": False, "oid": None} for f in files]})
+                if self.path == f"/{REPO}.git/info/lfs/objects/batch":
+                    objects = json.loads(body)["objects"]
+                    return self._json(200, {"transfer": "basic", "objects": [
+                        {"oid": o["oid"], "size": o["size"],
+                         "actions": {"upload": {"href": f"{hub.cdn_url}/upload/{o['oid']}"}}} for o in objects]})
+                if self.path.startswith(f"/api/models/{REPO}/commit/"):
+                    return self._json(200, hub._commit([json.loads(line) for line in body.splitlines() if line]))
+                return self._send(404, {}, b"not a Hub endpoint")
+
+            def do_PUT(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if server_name == "cdn" and self.path.startswith("/upload/"):
+                    hub.uploads[self.path.rsplit("/", 1)[-1]] = body
+                    return self._send(200, {})
+                return self._send(404, {})
+
+            def _json(self, status: int, data: object) -> None:
+                self._send(status, {"Content-Type": "application/json"}, json.dumps(data).encode())
 
             def _send(self, status: int, headers: dict[str, str], data: bytes = b"", body: bool = True) -> None:
                 hub.log.append((server_name, self.command, self.path, status))
@@ -118,15 +157,17 @@ class FakeHub:
                 if not self.path.startswith(prefix):
                     return self._send(401, {"X-Error-Code": "RepoNotFound"}, b"Repository not found", body)
                 revision, _, path = self.path[len(prefix):].partition("/")
-                if revision not in ("main", COMMIT):
+                if revision != "main" and revision not in hub.commits:
                     return self._send(404, {"X-Error-Code": "RevisionNotFound"}, b"Invalid rev id", body)
-                common = {"X-Repo-Commit": COMMIT}
-                if path not in hub.files:
+                commit = hub.commit if revision == "main" else revision
+                files = hub.files if commit == hub.commit else hub.commits[commit]
+                common = {"X-Repo-Commit": commit}
+                if path not in files:
                     return self._send(404, {**common, "X-Error-Code": "EntryNotFound"}, b"Entry not found", body)
                 if self.command == "HEAD" and path in hub.fail_once:
                     hub.fail_once.discard(path)
                     return self._send(503, {}, b"Service unavailable", body)
-                data = hub.files[path]
+                data = files[path]
                 if path.rsplit("/", 1)[-1] in LFS:
                     sha = hashlib.sha256(data).hexdigest()
                     return self._send(302, {
@@ -140,10 +181,26 @@ class FakeHub:
     def _cdn(self, sha: str) -> bytes | None:
         if sha in self.cdn_bytes:
             return self.cdn_bytes[sha]
-        return next((d for d in self.files.values() if hashlib.sha256(d).hexdigest() == sha), None)
+        return next((d for files in (self.files, *self.commits.values()) for d in files.values()
+                     if hashlib.sha256(d).hexdigest() == sha), None)
+
+    def _commit(self, lines: list[dict]) -> dict:
+        """Apply a create_commit NDJSON payload: regular files inline, LFS files by their uploaded oid."""
+        import base64
+
+        for line in lines:
+            value = line["value"]
+            if line["key"] == "file":
+                self.files[value["path"]] = base64.b64decode(value["content"])
+            elif line["key"] == "lfsFile":
+                self.files[value["path"]] = self.uploads[value["oid"]]
+        self.commit = hashlib.sha1(json.dumps(sorted(self.files)).encode() + self.commit.encode()).hexdigest()
+        self.commits[self.commit] = dict(self.files)
+        return {"commitUrl": f"{self.url}/{REPO}/commit/{self.commit}", "commitOid": self.commit,
+                "pullRequestUrl": None}
 
 
-def model_files(seed: int) -> dict[str, bytes]:
+def model_files(seed: int, name: str = NAME) -> dict[str, bytes]:
     """A model folder's files (weights, config with its sha256, card), keyed by their repo path.
 
     Written with the hub's own primitives; the run record (metrics.json) is left out, as an
@@ -152,13 +209,13 @@ def model_files(seed: int) -> dict[str, bytes]:
     from safetensors.torch import save
 
     torch.manual_seed(seed)
-    entry = get_entry(TASK, NAME)
-    model = create_model(TASK, NAME)
+    entry = get_entry(TASK, name)
+    model = create_model(TASK, name)
     weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
     config = model_config(entry, model, hashlib.sha256(weights).hexdigest(), "float32")
-    prefix = f"{TASK}/{NAME}/"
+    prefix = f"{TASK}/{name}/"
     return {prefix + WEIGHTS_FILE: weights, prefix + CONFIG_FILE: json.dumps(config).encode(),
-            prefix + CARD_FILE: b"# served card\n"}
+            prefix + CARD_FILE: f"# {name} card\n".encode()}
 
 
 def expected_logits(files: dict[str, bytes]) -> list:
@@ -174,8 +231,8 @@ def expected_logits(files: dict[str, bytes]) -> list:
         return model(torch.rand(2, 3, size, size)).tolist()
 
 
-def run_resolver(loads: list[tuple[str, str, str]], hf_home: Path, endpoint: str, *, offline: bool = False) -> list:
-    """Load each (task, name, revision) in a fresh interpreter set up like a deployment."""
+def hub_env(hf_home: Path, endpoint: str, *, offline: bool = False) -> dict[str, str]:
+    """The environment of a deployment that reads HF_ENDPOINT and caches under HF_HOME."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("HF_", "MEDMODELS_HUB_")) and k not in ("MEDMODELS_OFFLINE", "HUGGINGFACE_HUB_CACHE")}
     env.update(
@@ -186,8 +243,13 @@ def run_resolver(loads: list[tuple[str, str, str]], hf_home: Path, endpoint: str
     )
     if offline:
         env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(loads)], env=env, cwd=REPO_ROOT,
-                          capture_output=True, text=True, timeout=180)
+    return env
+
+
+def run_resolver(loads: list[tuple[str, str, str]], hf_home: Path, endpoint: str, *, offline: bool = False) -> list:
+    """Load each (task, name, revision) in a fresh interpreter set up like a deployment."""
+    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(loads)], env=hub_env(hf_home, endpoint, offline=offline),
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -276,3 +338,33 @@ def test_unreachable_hub_says_so(tmp_path: Path, served) -> None:
     [down] = run_resolver([(TASK, NAME, COMMIT)], hf_home, hub.url)
     assert f"could not be reached at {hub.url} and is not in the local Hub cache" in down["error"]
     assert not cached_files(hf_home)
+
+
+def test_push_then_pin_the_commit_then_load(tmp_path: Path, served) -> None:
+    """push_folder through create_repo/create_commit (LFS for the weights), then the pinned commit loads."""
+    hub, _ = served
+    pushed = model_files(seed=5, name="shallow_cnn1")
+    folder = tmp_path / "weights" / TASK / "shallow_cnn1"
+    folder.mkdir(parents=True)
+    for path, data in pushed.items():
+        (folder / path.rsplit("/", 1)[-1]).write_bytes(data)
+    code = "import sys; from pathlib import Path; from medmodels.hub import push_folder; " \
+           "print(push_folder(Path(sys.argv[1]), sys.argv[2]))"
+    env = {**hub_env(tmp_path / "hf", hub.url), "HF_TOKEN": "hf_test_token_not_real"}
+    proc = subprocess.run([sys.executable, "-c", code, str(folder), REPO], env=env, cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commit = proc.stdout.strip().splitlines()[-1]
+    assert commit == hub.commit and commit != COMMIT
+    # One commit: the folder (weights through LFS), the root index of every card, the licences.
+    weights = pushed[f"{TASK}/shallow_cnn1/{WEIGHTS_FILE}"]
+    assert hub.uploads == {hashlib.sha256(weights).hexdigest(): weights}
+    assert all(hub.files[path] == data for path, data in pushed.items())
+    index = hub.files["README.md"].decode()
+    assert f"({TASK}/{NAME}/README.md)" in index and f"({TASK}/shallow_cnn1/README.md)" in index
+    assert "license_link: LICENSES.md" in index and hub.files["LICENSES.md"] == (REPO_ROOT / "LICENSES.md").read_bytes()
+    # Pin the new commit: the pushed model loads from it; the old pin still gives the old repository.
+    new, old = run_resolver([(TASK, "shallow_cnn1", commit), (TASK, "shallow_cnn1", COMMIT)],
+                            tmp_path / "hf", hub.url)
+    assert new["source"] == f"hub:{REPO}@{commit}" and new["card"] == "# shallow_cnn1 card\n"
+    assert f"{REPO}@{COMMIT} does not have it" in old["error"]
