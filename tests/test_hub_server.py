@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -368,3 +369,32 @@ def test_push_then_pin_the_commit_then_load(tmp_path: Path, served) -> None:
                             tmp_path / "hf", hub.url)
     assert new["source"] == f"hub:{REPO}@{commit}" and new["card"] == "# shallow_cnn1 card\n"
     assert f"{REPO}@{COMMIT} does not have it" in old["error"]
+
+
+APP_DRIVER = """
+import json, sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file(sys.argv[1], default_timeout=240).run()
+models = next(w for w in at.multiselect if w.label.startswith("Models"))
+listed = [m for m in models.options]
+models.set_value([sys.argv[2]]).run()
+examples = next(w for w in at.multiselect if "example" in w.label)
+examples.set_value(examples.options[:1]).run()
+print(json.dumps({"listed": listed, "errors": [e.value for e in at.error],
+                  "exceptions": [str(e.value) for e in at.exception]}))
+"""
+
+
+@pytest.mark.slow
+def test_dashboard_says_when_the_hub_cannot_be_reached(tmp_path: Path, served) -> None:
+    """A deployment without weights/, pinned to a commit, with the Hub gone: a message, no traceback."""
+    hub, _ = served
+    hub.stop()
+    env = {**hub_env(tmp_path / "hf", hub.url), "MEDMODELS_HUB_REVISION": COMMIT}
+    proc = subprocess.run([sys.executable, "-c", APP_DRIVER, str(REPO_ROOT / "dashboard" / "views" / "explore.py"),
+                           NAME], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert page["listed"] and not page["exceptions"], page
+    shown = [re.sub(r"\\(.)", r"\1", e) for e in page["errors"]]  # the page escapes Markdown
+    assert any(f"the Hub repository {REPO}@{COMMIT} could not be reached at {hub.url}" in e for e in shown), shown
