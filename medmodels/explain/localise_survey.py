@@ -148,12 +148,14 @@ def _wbc_boxes(samples: list, images: list) -> dict[str, Any]:
 
 def score_samples(model: Any, entry: Any, samples: list, images: list, methods: tuple[str, ...],
                   settings_for: Any, lung_fields: dict[str, Any] | None = None,
-                  batch_size: int = 8, progress: Any = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+                  batch_size: int = 8, progress: Any = None, cache_dir: Path | None = None
+                  ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Mean localisation per method over ``samples`` (lungs for X-rays, cell box otherwise).
 
     ``lung_fields`` maps sample names to ``LungField`` (X-rays); boxes come from
     :func:`sample_box`. Returns (per-method aggregate, [(image, box problem)]): rows with a
-    bad box are reported and skipped, the rest still count.
+    bad box are reported and skipped, the rest still count. ``cache_dir`` keeps each map
+    (float16 .npy per method and image) so that a re-run only re-scores.
     """
     from medmodels.data.transforms import preprocess_batch
     from medmodels.explain import explain
@@ -177,8 +179,11 @@ def score_samples(model: Any, entry: Any, samples: list, images: list, methods: 
         t0 = time.perf_counter()
         for start in range(0, len(usable), batch_size):
             chunk = usable[start:start + batch_size]
-            batch = preprocess_batch([images[i] for i in chunk], pre)
-            maps = explain(model, entry, batch, method=method, settings=settings_for(method)).maps
+            maps = _cached_maps(cache_dir, method, [samples[i].name for i in chunk])
+            if maps is None:
+                batch = preprocess_batch([images[i] for i in chunk], pre)
+                maps = explain(model, entry, batch, method=method, settings=settings_for(method)).maps
+                _store_maps(cache_dir, method, [samples[i].name for i in chunk], maps)
             for i, m in zip(chunk, maps):
                 if xray:
                     scores.append(lung_scores(m, lung_fields[samples[i].name], pre))
@@ -189,6 +194,26 @@ def score_samples(model: Any, entry: Any, samples: list, images: list, methods: 
                 progress(done, total)
         out[method] = _aggregate(scores, time.perf_counter() - t0)
     return out, problems
+
+
+def _map_path(cache_dir: Path, method: str, name: str) -> Path:
+    import hashlib
+
+    return cache_dir / method / f"{hashlib.sha1(name.encode()).hexdigest()[:16]}.npy"
+
+
+def _cached_maps(cache_dir: Path | None, method: str, names: list[str]) -> np.ndarray | None:
+    if cache_dir is None or not all(_map_path(cache_dir, method, n).is_file() for n in names):
+        return None
+    return np.stack([np.load(_map_path(cache_dir, method, n)).astype(np.float32) for n in names])
+
+
+def _store_maps(cache_dir: Path | None, method: str, names: list[str], maps: np.ndarray) -> None:
+    if cache_dir is None:
+        return
+    (cache_dir / method).mkdir(parents=True, exist_ok=True)
+    for n, m in zip(names, maps):
+        np.save(_map_path(cache_dir, method, n), m.astype(np.float16))
 
 
 def lung_fields_for(samples: list, images: list, batch_size: int = 8,
@@ -246,11 +271,22 @@ def survey_model(task: str, name: str, cfg: SurveyConfig, lung_cache: dict[str, 
         idx = [i for i in range(len(samples)) if method in SINGLE_PASS or i in multi]
         sub = [samples[i] for i in idx]
         scored, _ = score_samples(model, card.entry, sub, [images[i] for i in idx], (method,),
-                                  lambda m: _settings(cfg, m, pre.input_size), fields, cfg.batch_size)
+                                  lambda m: _settings(cfg, m, pre.input_size), fields, cfg.batch_size,
+                                  cache_dir=_cache_dir(task, name, card, cfg))
         result["methods"][method] = scored[method]
         log.info("%s/%s %s: %s", task, name, method, {k: v for k, v in scored[method].items()
                                                      if k in ("n_scored", "inside_mean", "chance_mean")})
     return result
+
+
+def _cache_dir(task: str, name: str, card: Any, cfg: SurveyConfig) -> Path:
+    """Maps depend on the weights and the method settings, never on the lung model."""
+    import hashlib
+
+    from medmodels.hub import REPO_ROOT
+
+    key = hashlib.sha1(json.dumps([card.config.get("sha256"), asdict(cfg)], sort_keys=True).encode())
+    return REPO_ROOT / ".cache" / "localise" / task / name / key.hexdigest()[:12]
 
 
 def shipped_models(task: str) -> list[str]:
