@@ -2,11 +2,16 @@
 
 This is the contract of metrics.json: the numbers in REPRODUCTION.md and the model cards
 are what the committed weights score today, on the slides / original cells the file names.
-Needs ../shared/data (skips without it).
+The full check needs ../shared/data; a clone without it checks the bundled held-out images
+(``examples/heldout``, written by ``scripts/bundle_heldout.py`` after the full check passed):
+every shipped model must still give the predictions it gave then.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -17,6 +22,33 @@ from medmodels.train.run import reevaluate
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("accuracy", "balanced_accuracy", "mcc", "roc_auc", "f1")
+HELDOUT = REPO / "examples" / "heldout"
+BUNDLED = json.loads((HELDOUT / "predictions.json").read_text())
+
+
+@pytest.mark.parametrize("key", sorted(BUNDLED["predictions"]))
+def test_shipped_weights_give_their_bundled_held_out_predictions(key: str) -> None:
+    """Runs without ../shared: a few test-split images and the predictions of the verified weights."""
+    from medmodels.data.images import load_image
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.hub import load_trained
+    from medmodels.inference import predict_proba
+
+    torch.set_num_threads(1)
+    task, name = key.split("/")
+    rows = BUNDLED["images"][task]
+    assert {r["group"] for r in rows} <= set(RunRecord.read(REPO / "weights" / task / name).test_groups()), (
+        "the bundled images must come from this model's own test split")
+    model, card = load_trained(task, name)
+    probs = predict_proba(model, preprocess_batch([load_image(HELDOUT / r["file"]) for r in rows],
+                                                  card.entry.preprocess))
+    want = np.asarray(BUNDLED["predictions"][key])
+    assert (probs.argmax(1) == want.argmax(1)).all()
+    assert np.allclose(probs, want, atol=1e-4)
+
+
+def test_every_shipped_cell_model_has_bundled_predictions() -> None:
+    assert {f"{p.parent.name}/{p.name}" for p in _shipped()} == set(BUNDLED["predictions"])
 
 
 def _shipped() -> list[Path]:
