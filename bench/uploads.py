@@ -223,42 +223,53 @@ def run(args: argparse.Namespace) -> list[str]:
                 row(f"Evaluate: zip of {n} black 6300² PNGs ({len(data) / 1e6:.1f} MB)",
                     outcome, seconds, before, peak, after)
 
-            before = sampler.reset()
-            page = open_page(context, url, "Explore")
-            t0 = time.perf_counter()
-            page.locator("input[type=file]").first.set_input_files(
-                files=[{"name": f"black_{i}.png", "mimeType": "image/png", "buffer": png} for i in range(20)]
-            )
-            outcome = str(page.wait_for_function(EXPLORE_DONE_JS, arg=20, timeout=WAIT_MS).json_value())
-            page.get_by_text("Explanations").first.wait_for(timeout=WAIT_MS)
-            seconds = time.perf_counter() - t0
-            peak = sampler.peak
-            page.close()
-            after = settle(sampler, SETTLE_S)
-            row("Explore: 20 black 6300² PNGs", outcome, seconds, before, peak, after)
-
-            data = noise_zip(args.concurrent_mb)
-            zip_path = Path(profile) / "noise.zip"  # Playwright passes buffers only up to 50 MB
-            zip_path.write_bytes(data)
-            before = sampler.reset()
-            pages = [open_page(context, url, "Evaluate") for _ in range(4)]
-            t0 = time.perf_counter()
-            for page in pages:  # the uploads start together; each page evaluates on the server
-                page.locator("input[type=file]").first.set_input_files(str(zip_path))
-            outcomes = [str(page.wait_for_function(DONE_JS, timeout=WAIT_MS).json_value()) for page in pages]
-            seconds = time.perf_counter() - t0
-            peak = sampler.peak
-            for page in pages:
-                page.close()
-            after = settle(sampler, SETTLE_S)
-            row(f"Evaluate: 4 pages at once, each a {len(data) / 1e6:.0f} MB zip of noise PNGs",
-                ", ".join(sorted(set(outcomes))), seconds, before, peak, after)
+            for _ in range(1 if args.explore else 0):
+                explore_20(context, url, sampler, png, row)
+            for _ in range(1 if args.concurrent else 0):
+                concurrent_4(context, url, sampler, Path(profile), args.concurrent_mb, row)
             context.close()
         sampler.stop()
     finally:
         stop(proc)
         log.close()
     return lines
+
+
+def explore_20(context: object, url: str, sampler: Sampler, png: bytes, row: object) -> None:
+    """20 black 6300 x 6300 PNGs on one Explore page, then the page closes."""
+    before = sampler.reset()
+    page = open_page(context, url, "Explore")
+    t0 = time.perf_counter()
+    page.locator("input[type=file]").first.set_input_files(
+        files=[{"name": f"black_{i}.png", "mimeType": "image/png", "buffer": png} for i in range(20)]
+    )
+    outcome = str(page.wait_for_function(EXPLORE_DONE_JS, arg=20, timeout=WAIT_MS).json_value())
+    page.get_by_text("Explanations").first.wait_for(timeout=WAIT_MS)
+    seconds = time.perf_counter() - t0
+    peak = sampler.peak
+    page.close()
+    after = settle(sampler, SETTLE_S)
+    row("Explore: 20 black 6300² PNGs", outcome, seconds, before, peak, after)
+
+
+def concurrent_4(context: object, url: str, sampler: Sampler, folder: Path, mb: float, row: object) -> None:
+    """Four Evaluate pages upload the same large zip at once, then all close."""
+    data = noise_zip(mb)
+    zip_path = folder / "noise.zip"  # Playwright passes buffers only up to 50 MB
+    zip_path.write_bytes(data)
+    before = sampler.reset()
+    pages = [open_page(context, url, "Evaluate") for _ in range(4)]
+    t0 = time.perf_counter()
+    for page in pages:  # the uploads start together; each page evaluates on the server
+        page.locator("input[type=file]").first.set_input_files(str(zip_path))
+    outcomes = [str(page.wait_for_function(DONE_JS, timeout=WAIT_MS).json_value()) for page in pages]
+    seconds = time.perf_counter() - t0
+    peak = sampler.peak
+    for page in pages:
+        page.close()
+    after = settle(sampler, SETTLE_S)
+    row(f"Evaluate: 4 pages at once, each a {len(data) / 1e6:.0f} MB zip of noise PNGs",
+        ", ".join(sorted(set(outcomes))), seconds, before, peak, after)
 
 
 def write_section(lines: list[str], path: Path = RESULTS) -> None:
@@ -283,6 +294,8 @@ def main() -> None:
     parser.add_argument("--big", type=int, nargs="*", default=[150, 70],
                         help="image counts of the black-PNG zips on Evaluate")
     parser.add_argument("--concurrent-mb", type=float, default=157.0)
+    parser.add_argument("--no-explore", dest="explore", action="store_false")
+    parser.add_argument("--no-concurrent", dest="concurrent", action="store_false")
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the RESULTS.md to update")
     args = parser.parse_args()
