@@ -128,7 +128,6 @@ def time_task_models(weights_dir: Path | str, task: str, threads: int = 1,
 
     from medmodels.hub import HubSettings, load_trained
     from medmodels.inference import time_inference
-    from medmodels.train.run import machine_info
     from medmodels.zoo.registry import count_parameters, create_model, list_models
 
     weights_dir = Path(weights_dir)
@@ -157,7 +156,7 @@ def time_task_models(weights_dir: Path | str, task: str, threads: int = 1,
                                parameters=parameters.get(n))
                 for n, v in samples.items() if v},
         architecture_only=architecture_only,
-        machine=MachineInfo(**machine_info()),
+        machine=MachineInfo.current(),
     )
     out = record.write(weights_dir / task / TIMING_FILE)
     log.info("timed %d %s models -> %s", len(models), task, out)

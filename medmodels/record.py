@@ -198,6 +198,18 @@ class MachineInfo:
     platform: str
     processor: str
 
+    @classmethod
+    def current(cls) -> MachineInfo:
+        """This machine and process, for a record of what ran where."""
+        import os
+        import platform
+
+        import torch
+
+        return cls(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
+                   python=platform.python_version(), platform=platform.platform(),
+                   processor=platform.processor() or platform.machine())
+
 
 @dataclass
 class InferenceTime:
@@ -367,7 +379,7 @@ class RunRecord:
     training: TrainingSummary
     schema: int = SCHEMA_VERSION
     created: str | None = None
-    recipe: dict[str, Any] | None = None  # ``Recipe.to_dict()``; see :meth:`recipe_obj`
+    recipe: dict[str, Any] | None = None  # ``Recipe.to_dict()``; ``train.recipe.recipe_of(record)`` types it
     preprocess: dict[str, Any] | None = None
     untrained: bool = False
     machine: MachineInfo | None = None
@@ -428,14 +440,6 @@ class RunRecord:
         return path
 
     # ------------------------------------------------------------- reading helpers
-
-    def recipe_obj(self) -> Any:
-        """The run's ``Recipe`` (settings added since read as their defaults)."""
-        from medmodels.train.recipe import recipe_from_dict
-
-        if self.recipe is None:
-            raise RecordError(f"{self.task}/{self.name}: the record holds no recipe (an untrained folder).")
-        return recipe_from_dict(self.recipe)
 
     @property
     def test_metrics(self) -> dict[str, Number]:

@@ -9,6 +9,7 @@ import pytest
 
 from medmodels.latency import TIMING_FILE, TimingRecord
 from medmodels.record import SCHEMA_VERSION, RecordError, RunRecord, read_source_audit, record_paths
+from medmodels.train.recipe import recipe_of
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "weights"
@@ -30,7 +31,7 @@ def test_every_shipped_record_loads_and_round_trips(path: Path) -> None:
     assert record.schema == SCHEMA_VERSION
     assert record.to_json() == text  # the file is in the canonical form: nothing lost, nothing added
     assert record.test is not None and record.test.n == sum(map(sum, record.test.confusion_matrix))
-    recipe = record.recipe_obj()
+    recipe = recipe_of(record)
     assert (recipe.task, recipe.name) == (record.task, record.name)
 
 

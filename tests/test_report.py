@@ -203,3 +203,22 @@ def test_development_cross_validation_runs_form_a_model_selection_table(tmp_path
     assert block.index("`cnn3_b_devcv`") < block.index("`cnn3_a_devcv`")  # best first
     assert "| `cnn3_b_devcv` | 95.00% ± 2.00% | 0.800 ± 0.010 | 93.00% / 97.00% |" in block
     assert "`cnn3_a_devcv` (the shipped recipe)" in block  # same settings as weights/malaria/shallow_cnn3
+
+
+def test_imports_run_one_way() -> None:
+    """train -> report and dashboard -> medmodels, never back; records and timings import neither."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "medmodels"
+
+    def imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        out = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        return out | {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    for path in root.rglob("*.py"):
+        found = imports(path)
+        assert not {m for m in found if m.startswith("dashboard")}, path
+        if path.parent.name == "report" or path.parent.parent.name == "report" or path.name in (
+                "record.py", "latency.py"):
+            assert not {m for m in found if m.startswith("medmodels.train")}, path

@@ -15,7 +15,7 @@ from medmodels.data.shared import shared_data_root
 from medmodels.train import run as run_mod
 from medmodels.train.augment import augment_batch
 from medmodels.train.loop import FitConfig, TensorData, epoch_order, fit
-from medmodels.train.recipe import AugmentConfig, RecipeError, load_recipe, recipe_from_dict
+from medmodels.train.recipe import AugmentConfig, RecipeError, load_recipe, recipe_from_dict, recipe_of
 from medmodels.record import RunRecord
 from medmodels.train import pool as pool_mod
 from medmodels.train.pool import recipe_pool
@@ -364,7 +364,7 @@ def test_every_shipped_cell_model_has_its_recipe_and_split():
             record = RunRecord.read(metrics_file)
             recipe_file = REPO / "recipes" / f"{task}_{record.name}.yaml"
             assert recipe_file.is_file(), recipe_file
-            assert record.recipe_obj() == load_recipe(recipe_file), (
+            assert recipe_of(record) == load_recipe(recipe_file), (
                 f"{recipe_file.name} changed since {metrics_file} was trained: re-train or revert"
             )
             assert record.split.mode == "grouped"

@@ -494,8 +494,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--out", type=Path, default=REPO_ROOT / "REPRODUCTION.md", help="output file")
     p.add_argument("--cards", action="store_true",
                    help="also re-render every run folder's README.md (model card) from its record")
-    p.add_argument("--source-audit", action="store_true",
-                   help="first re-fit the covid image-source classifier (weights/covid/source_audit.json)")
     p.add_argument("--time", nargs="*", metavar="TASK", default=None,
                    help="first re-time the trained models of these tasks in one process "
                         "(default with no task: malaria)")
@@ -516,10 +514,6 @@ def write_cards(weights_dir: Path) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.source_audit:
-        from medmodels.train.audit import write_source_audit
-
-        write_source_audit(args.weights)
     if args.time is not None:
         for task in args.time or ["malaria"]:
             log.info("timing %s models", task)

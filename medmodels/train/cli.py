@@ -6,7 +6,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from medmodels.train.recipe import load_recipe
+from medmodels.train.recipe import RecipeError, load_recipe
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Train one model from a recipe and write its weights folder "
         "(model.safetensors, config.json, metrics.json, README.md).",
     )
-    p.add_argument("--recipe", required=True, type=Path, help="recipe YAML file")
+    p.add_argument("--recipe", type=Path, help="recipe YAML file")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: weights/<task>/<name>)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--only-folds", default="",
                    help="comma-separated folds to train into the fold cache, writing no run folder "
                         "(parallel runs; a later run without it assembles them)")
+    p.add_argument("--source-audit", action="store_true",
+                   help="fit the covid image-source classifier (weights/covid/source_audit.json) instead")
     p.set_defaults(func=run)
     return p
 

@@ -259,3 +259,9 @@ def load_recipe(path: str | Path) -> Recipe:
     except RecipeError as err:
         raise RecipeError(f"{path.name}: {err}") from None
 
+
+def recipe_of(record: Any) -> Recipe:
+    """The ``Recipe`` of a run record (``medmodels.record.RunRecord``); settings added since read as their defaults."""
+    if record.recipe is None:
+        raise RecipeError(f"{record.task}/{record.name}: the run record holds no recipe (an untrained folder).")
+    return recipe_from_dict(record.recipe)

@@ -20,8 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import platform
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -61,7 +59,7 @@ from medmodels.train.loop import DEFAULT_HEAD_PREFIXES, FitConfig, FitResult, Lo
 from medmodels.train.loop import predict_logits
 from medmodels.train.losses import class_weights_reciprocal, margin_loss
 from medmodels.train.pool import CACHE_DIR, REPO_ROOT, cache_key, decode_all, labelled_indices, recipe_pool
-from medmodels.train.recipe import Recipe, RecipeError
+from medmodels.train.recipe import Recipe, RecipeError, recipe_of
 from medmodels.zoo.registry import ModelEntry, Preprocess, build_arch, count_parameters, get_entry
 
 log = logging.getLogger(__name__)
@@ -376,17 +374,6 @@ def inference_times(model: nn.Module, pre: Preprocess) -> InferenceTime:
     return InferenceTime(threads=torch.get_num_threads(), **time_inference(model, pre, batch_sizes=(1, 32)))
 
 
-def machine_info() -> dict[str, Any]:
-    return {
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-    }
-
-
 def part_summary(pool: LabelledSet, idx: np.ndarray, grouped: bool) -> PartSummary:
     counts = Counter(pool.samples[i].label for i in idx)
     groups = sorted({str(pool.samples[i].group) for i in idx if pool.samples[i].group is not None})
@@ -435,7 +422,7 @@ def part_record(recipe: Recipe, entry: ModelEntry, pool: LabelledSet, part: Part
         training=TrainingSummary(seconds=round(result.seconds, 2), best_epoch=result.best_epoch,
                                  best_val_loss=result.best_val_loss, epochs_run=result.epochs_run,
                                  stop_reason=result.stop_reason, history=result.history),
-        machine=MachineInfo(**machine_info()),
+        machine=MachineInfo.current(),
         imputation_fold=part.imputation,
     )
     record.val = split_metrics(model, part.data["val"], entry)
@@ -788,7 +775,7 @@ def write_card(folder: Path | str) -> Path:
 
 def test_pool(record: RunRecord) -> LabelledSet:
     """The test samples a record was computed on (rebuilt from its recipe and split)."""
-    recipe = record.recipe_obj()
+    recipe = recipe_of(record)
     pool = recipe_pool(recipe)
     split = recipe_splits(recipe, pool)[0]
     idx = split["test"]
@@ -812,7 +799,7 @@ def reevaluate(folder: Path | str) -> SplitMetrics | None:
 
     folder = Path(folder)
     record = RunRecord.read(folder)
-    entry = model_entry(record.recipe_obj())
+    entry = model_entry(recipe_of(record))
     state, _ = load_state(folder, entry)
     model = build_arch(entry)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
