@@ -42,8 +42,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from medmodels.train import segmentation
+    from medmodels.train.run import WEIGHTS_DIR
     from medmodels.train.run import run as run_recipe
 
+    if args.source_audit:
+        from medmodels.train.audit import write_source_audit
+
+        print(write_source_audit(WEIGHTS_DIR))
+        return 0
+    if args.recipe is None:
+        raise RecipeError("Give a recipe file (--recipe recipes/<task>_<name>.yaml) or --source-audit.")
     if segmentation.is_segmentation_recipe(args.recipe):  # kind: segmentation (lung-field U-Net)
         print(segmentation.run_segmentation(segmentation.load_seg_recipe(args.recipe), args.out))
         return 0
