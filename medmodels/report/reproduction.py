@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medmodels.latency import TimingRecord, read_timing, time_task_models, timing_of
-from medmodels.record import RecordError, RunRecord, record_paths
+from medmodels.record import CVSummary, RecordError, RunRecord, record_paths
 from medmodels.report.papers import load_paper
 from medmodels.report.xray import XRAY_TASKS, xray_report_sections
 
@@ -41,13 +42,21 @@ WBC_LEAK_RUN = "wbc_cnn_random_split"
 # ---------------------------------------------------------------- reading our runs
 
 
-def read_runs(weights_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{task: {name: record as data}}`` for every run record, model folders and nested comparison runs.
+@dataclass(frozen=True)
+class Run:
+    """A run record with where it lives: its folder (relative to weights/) and whether it ships weights."""
 
-    The tables below lay the records out as plain data (``RunRecord.to_dict()``), with the
-    run's folder and whether it ships weights added.
-    """
-    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    record: RunRecord
+    folder: str
+    has_weights: bool
+
+
+Runs = dict[str, Run]  # name -> run, one task
+
+
+def read_runs(weights_dir: Path) -> dict[str, Runs]:
+    """``{task: {name: Run}}`` for every run record, model folders and nested comparison runs."""
+    runs: dict[str, Runs] = {}
     for path in record_paths(weights_dir):
         try:
             record = RunRecord.read(path)
@@ -57,12 +66,8 @@ def read_runs(weights_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
         nested = path.parent.parent.parent != weights_dir
         if nested and record.save_weights:
             continue  # only comparison runs (no weights) live below a model folder
-        metrics = record.to_dict()
-        task, name = record.task, record.name
-        metrics["_record"] = record
-        metrics["_folder"] = str(path.parent.relative_to(weights_dir))
-        metrics["_has_weights"] = (path.parent / "model.safetensors").is_file()
-        runs.setdefault(task, {})[name] = metrics
+        runs.setdefault(record.task, {})[record.name] = Run(
+            record, str(path.parent.relative_to(weights_dir)), (path.parent / "model.safetensors").is_file())
     return runs
 
 
@@ -95,26 +100,22 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
-def _split_sentence(m: dict[str, Any]) -> str:
-    s = m.get("split", {})
+def _split_sentence(r: RunRecord) -> str:
+    s = r.split
     parts = []
-    for part in ("train", "val", "test"):
-        p = s.get(part) or {}
-        if p:
-            groups = f", {p['n_groups']} groups" if p.get("n_groups") is not None else ""
-            parts.append(f"{part} {p.get('n_images')} images{groups}")
-    how = "by group" if s.get("mode") == "grouped" else "**at random by image (leaky)**"
-    return f"split {how} (seed {s.get('seed')}): " + "; ".join(parts)
-
-
-def _timing_of(m: dict[str, Any], timing: TimingRecord | None, name: str) -> Any:
-    return timing_of(m["_record"], timing)
+    for name in ("train", "val", "test"):
+        p = getattr(s, name)
+        if p is not None:
+            groups = f", {p.n_groups} groups" if p.n_groups is not None else ""
+            parts.append(f"{name} {p.n_images} images{groups}")
+    how = "by group" if s.mode == "grouped" else "**at random by image (leaky)**"
+    return f"split {how} (seed {s.seed}): " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------- malaria
 
 
-def malaria_section(runs: dict[str, dict[str, Any]], timing: TimingRecord | None) -> list[str]:
+def malaria_section(runs: Runs, timing: TimingRecord | None) -> list[str]:
     header = ["model", "source", "accuracy", "sensitivity", "specificity", "precision", "TP", "TN",
               "F1", "MCC", "training time", "single image"]
     rows = []
@@ -125,13 +126,13 @@ def malaria_section(runs: dict[str, dict[str, Any]], timing: TimingRecord | None
             rows.append([name, f"paper: {row['label']}", _pct(p[0]), _pct(p[1]), _pct(p[2]), _pct(p[3]),
                          _int(p[4]), _int(p[5]), _pct(p[6]), _f(p[7]), _secs(p[8]),
                          "–" if p[9] is None else f"{p[9] * 1000:.1f} ms"])
-        m = runs.get(name)
-        if m and m.get("test"):
-            t = m["test"]["metrics"]
+        run = runs.get(name)
+        if run and run.record.test:
+            t = run.record.test.metrics
             rows.append([name, "**ours**", _pct(t.get("accuracy")), _pct(t.get("sensitivity")),
                          _pct(t.get("specificity")), _pct(t.get("precision")), _int(t.get("tp")),
                          _int(t.get("tn")), _pct(t.get("f1")), _f(t.get("mcc")),
-                         _secs(m["training"]["seconds"]), _ms(_timing_of(m, timing, name))])
+                         _secs(run.record.training.seconds), _ms(timing_of(run.record, timing))])
         else:
             rows.append([name, "**ours**", "not trained", *["–"] * 9])
     lines = [
@@ -155,22 +156,22 @@ def malaria_section(runs: dict[str, dict[str, Any]], timing: TimingRecord | None
     return lines
 
 
-def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
+def cv_spread_lines(runs: Runs, word: str) -> list[str]:
     """Metrics-only k-fold runs of a shipped recipe: how far one fixed test split can be trusted."""
     lines = []
-    for name, m in sorted(runs.items()):
-        cv = m.get("cv")
-        if not cv or "mean" not in cv or m.get("_has_weights") or _cv_scope(m) != "all":
+    for name, run in sorted(runs.items()):
+        r, cv = run.record, run.record.cv
+        if cv is None or cv.mean is None or cv.std is None or run.has_weights or r.cv_scope != "all":
             continue
-        accs = [f["test"]["metrics"]["accuracy"] for f in cv["folds"]]
-        mean, std = cv["mean"], cv["std"]
-        shipped = runs.get(m["model"])
-        which = (f"the shipped `{m['model']}` recipe"
-                 if shipped is None or _same_model_recipe(m["recipe"], shipped["recipe"])
-                 else f"an earlier `{m['model']}` recipe, not the one shipped (see its notes)")
+        accs = [f.test.metrics["accuracy"] for f in cv.folds]
+        mean, std = cv.mean, cv.std
+        shipped = runs.get(r.model)
+        which = (f"the shipped `{r.model}` recipe"
+                 if shipped is None or _same_model_recipe(r, shipped.record)
+                 else f"an earlier `{r.model}` recipe, not the one shipped (see its notes)")
         lines += [
-            f"Cross-validation by {word} (`{name}`: {which}, {cv['n_folds']} folds "
-            f"over all {m['data']['n_groups']} {word}s, every {word} in one test fold; metrics only):",
+            f"Cross-validation by {word} (`{name}`: {which}, {cv.n_folds} folds "
+            f"over all {r.data.n_groups} {word}s, every {word} in one test fold; metrics only):",
             "",
             *_table(["", "accuracy", "MCC", "sensitivity", "specificity"],
                     [["mean ± sd",
@@ -186,43 +187,47 @@ def cv_spread_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
     return lines
 
 
-def _cv_scope(m: dict[str, Any]) -> str:
-    return m.get("recipe", {}).get("split", {}).get("cv_scope", "all")
-
-
 # Recipe settings that change neither the model nor how it is trained: how it is split or
 # cross-validated, where it is written, threads, the wall-clock budget and the prose.
 _BOOKKEEPING = ("name", "split", "save_weights", "threads", "max_minutes", "notes", "audit")
 
 
-def _same_model_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two stored recipes train the same model (records store complete recipes)."""
-    def essentials(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in d.items() if k not in _BOOKKEEPING}
+def _same_model_recipe(a: RunRecord, b: RunRecord) -> bool:
+    """Whether two runs' recipes train the same model (records store complete recipes)."""
+    def essentials(r: RunRecord) -> dict[str, Any]:
+        return {k: v for k, v in (r.recipe or {}).items() if k not in _BOOKKEEPING}
 
     return essentials(a) == essentials(b)
 
 
-def model_selection_lines(runs: dict[str, dict[str, Any]], word: str) -> list[str]:
+def model_selection_lines(runs: Runs, word: str) -> list[str]:
     """Recipe variants compared by cross-validation on the development groups only."""
-    chosen = {n: m for n, m in runs.items() if m.get("cv") and _cv_scope(m) == "development"}
+    chosen = {n: run.record for n, run in runs.items()
+              if run.record.cv is not None and run.record.cv.mean and run.record.cv_scope == "development"}
+
+    def cv_of(n: str) -> CVSummary:
+        cv = chosen[n].cv
+        assert cv is not None and cv.mean is not None and cv.std is not None
+        return cv
+
     lines: list[str] = []
-    for model in sorted({m["model"] for m in chosen.values()}):
-        variants = sorted((n for n, m in chosen.items() if m["model"] == model),
-                          key=lambda n: -chosen[n]["cv"]["mean"]["accuracy"])
+    for model in sorted({r.model for r in chosen.values()}):
+        variants = sorted((n for n, r in chosen.items() if r.model == model),
+                          key=lambda n: -(cv_of(n).mean or {})["accuracy"])
         shipped = runs.get(model)
         rows = []
         for n in variants:
-            cv = chosen[n]["cv"]
-            same = shipped is not None and _same_model_recipe(chosen[n]["recipe"], shipped["recipe"])
+            cv = cv_of(n)
+            mean, std = cv.mean or {}, cv.std or {}
+            same = shipped is not None and _same_model_recipe(chosen[n], shipped.record)
             rows.append([f"`{n}` (the shipped recipe)" if same else f"`{n}`",
-                         f"{_pct(cv['mean'].get('accuracy'))} ± {_pct(cv['std'].get('accuracy'))}",
-                         f"{_f(cv['mean'].get('mcc'), 3)} ± {_f(cv['std'].get('mcc'), 3)}",
-                         " / ".join(_pct(f["test"]["metrics"]["accuracy"]) for f in cv["folds"])])
-        any_m = chosen[variants[0]]
-        n_groups = len({g for f in any_m["cv"]["folds"] for g in f["split"]["test"]["groups"]})
+                         f"{_pct(mean.get('accuracy'))} ± {_pct(std.get('accuracy'))}",
+                         f"{_f(mean.get('mcc'), 3)} ± {_f(std.get('mcc'), 3)}",
+                         " / ".join(_pct(f.test.metrics["accuracy"]) for f in cv.folds)])
+        first = cv_of(variants[0])
+        n_groups = len({g for f in first.folds for g in (f.split.test.groups or [])})
         lines += [
-            f"Model selection for `{model}`: recipe variants cross-validated ({any_m['cv']['n_folds']} "
+            f"Model selection for `{model}`: recipe variants cross-validated ({first.n_folds} "
             f"folds) on the {n_groups} development {word}s only; the fixed test split's {word}s are in "
             "no fold, so choosing among them does not look at the test numbers above (best first; "
             "each recipe's notes say what it changes):",
@@ -233,27 +238,26 @@ def model_selection_lines(runs: dict[str, dict[str, Any]], word: str) -> list[st
     return lines
 
 
-def _data_lines(runs: dict[str, dict[str, Any]], order: Sequence[str]) -> list[str]:
+def _data_lines(runs: Runs, order: Sequence[str]) -> list[str]:
     lines = ["Data and split of each of our rows:", ""]
     for name in order:
-        m = runs.get(name)
-        if m:
-            stop = m.get("training", {}).get("stop_reason", "")
-            lines.append(f"- `{name}`: {m['data']['n_images']} images; {_split_sentence(m)}; "
-                         f"best epoch {m['training']['best_epoch']} of {m['training']['epochs_run']} "
-                         f"({stop}).")
+        run = runs.get(name)
+        if run:
+            r, tr = run.record, run.record.training
+            lines.append(f"- `{name}`: {r.data.n_images} images; {_split_sentence(r)}; "
+                         f"best epoch {tr.best_epoch} of {tr.epochs_run} ({tr.stop_reason}).")
     return lines + [""]
 
 
-def per_group_lines(runs: dict[str, dict[str, Any]], order: Sequence[str], word: str) -> list[str]:
+def per_group_lines(runs: Runs, order: Sequence[str], word: str) -> list[str]:
     """Test accuracy per group and class, one column per model: where the errors are."""
-    names = [n for n in order if runs.get(n, {}).get("test_per_group")]
+    names = [n for n in order if n in runs and runs[n].record.test_per_group]
     if not names:
         return []
     table: dict[tuple[str, str], dict[str, tuple[int, float]]] = {}
     for n in names:
-        for row in runs[n]["test_per_group"]:
-            table.setdefault((row["group"], row["true_class"]), {})[n] = (row["n"], row["accuracy"])
+        for row in runs[n].record.test_per_group or []:
+            table.setdefault((row.group, row.true_class), {})[n] = (row.n, row.accuracy)
     rows = []
     for (group, cls), per in sorted(table.items()):
         count = next(iter(per.values()))[0]
@@ -263,7 +267,7 @@ def per_group_lines(runs: dict[str, dict[str, Any]], order: Sequence[str], word:
             *_table([word, "class", "images", *names], rows), ""]
 
 
-def _speed_lines(runs: dict[str, dict[str, Any]], timing: TimingRecord | None) -> list[str]:
+def _speed_lines(runs: Runs, timing: TimingRecord | None) -> list[str]:
     if not timing:
         return ["Single-image times above were measured right after each training run (not in one "
                 "process); run `python -m medmodels report --time` for a same-run comparison.", ""]
@@ -284,14 +288,14 @@ def _speed_lines(runs: dict[str, dict[str, Any]], timing: TimingRecord | None) -
     return lines + [""]
 
 
-def _collapse_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
+def _collapse_lines(runs: Runs) -> list[str]:
     """Did the 1-layer net fail as in the paper (49.96% no aug, 69.38% with aug)?"""
     lines = []
     for name in ("shallow_cnn1_noaug", "shallow_cnn1"):
-        m = runs.get(name)
-        if not m or not m.get("test"):
+        run = runs.get(name)
+        if not run or not run.record.test:
             continue
-        t = m["test"]["metrics"]
+        t = run.record.test.metrics
         spec, sens, mcc = t.get("specificity"), t.get("sensitivity"), t.get("mcc")
         one_class = spec is not None and sens is not None and min(spec, sens) < 0.05
         failed = mcc is not None and mcc < 0.2
@@ -302,8 +306,7 @@ def _collapse_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
         else:
             verdict = ("did **not** collapse (the paper's 1-layer net predicted almost every cell "
                        "Parasitized without augmentation); here it learned")
-        history = m.get("training", {}).get("history") or []
-        best_train = max((h.get("train_acc", 0.0) for h in history), default=None)
+        best_train = _best_train_accuracy(run.record, default=None)
         lines.append(
             f"- `{name}`: {verdict} (accuracy {_pct(t.get('accuracy'))}, sensitivity {_pct(sens)}, "
             f"specificity {_pct(spec)}, MCC {_f(mcc)}; best training accuracy "
@@ -318,13 +321,20 @@ def _collapse_lines(runs: dict[str, dict[str, Any]]) -> list[str]:
 # ---------------------------------------------------------------- WBC
 
 
-def _wbc_model_block(name: str, m: dict[str, Any] | None) -> list[str]:
+def _best_train_accuracy(r: RunRecord, default: float | None) -> float | None:
+    """The best training accuracy of any epoch (from the history each epoch appends)."""
+    return max((h.get("train_acc", 0.0) for h in r.training.history or []), default=default)
+
+
+def _wbc_model_block(name: str, run: Run | None) -> list[str]:
     paper = load_paper(WBC_PAPER).row(name)
     classes = load_paper(WBC_PAPER).classes
+    r = run.record if run else None
+    test = r.test if r else None
     lines = [f"### `{name}`", ""]
     header = ["class", "paper precision", "paper recall", "paper F1", "our precision", "our recall",
               "our F1", "our support"]
-    per = (m or {}).get("test", {}).get("per_class", {}) if m else {}
+    per = test.per_class if test else {}
     rows = []
     for c in classes:
         pc = paper["per_class"][c] if paper else {}
@@ -332,38 +342,36 @@ def _wbc_model_block(name: str, m: dict[str, Any] | None) -> list[str]:
         o = per.get(c, {})
         rows.append([c, _f(pp[0], 3), _f(pp[1], 3), _f(pp[2], 3), _f(o.get("precision"), 3),
                      _f(o.get("recall"), 3), _f(o.get("f1"), 3), _int(o.get("support"))])
-    ours = (m or {}).get("test", {}).get("metrics", {}) if m else {}
-    training = (m or {}).get("training", {})
+    ours = test.metrics if test else {}
     lines.append(f"Overall accuracy: paper {_pct(paper['accuracy']) if paper else '–'} "
                  f"(random split of the augmented Kaggle set); ours {_pct(ours.get('accuracy'))}, "
                  f"balanced accuracy {_pct(ours.get('balanced_accuracy'))} "
-                 + (f"({_split_sentence(m)}; best epoch {training.get('best_epoch')} of "
-                    f"{training.get('epochs_run')}, {training.get('stop_reason')})." if m else "(not trained)."))
+                 + (f"({_split_sentence(r)}; best epoch {r.training.best_epoch} of "
+                    f"{r.training.epochs_run}, {r.training.stop_reason})." if r else "(not trained)."))
     lines += [""] + _table(header, rows) + [""]
     if paper and paper.get("confusion_matrix"):
         lines += ["Paper confusion matrix (rows truth, columns prediction):", ""]
         lines += _table(["", *classes], [[c, *map(str, r)] for c, r in zip(classes, paper["confusion_matrix"])])
         lines.append("")
-    if m and m.get("test", {}).get("confusion_matrix"):
-        cm = m["test"]["confusion_matrix"]
+    if test and test.confusion_matrix:
         lines += ["Our confusion matrix (rows truth, columns prediction):", ""]
-        lines += _table(["", *classes], [[c, *map(str, r)] for c, r in zip(classes, cm)])
+        lines += _table(["", *classes], [[c, *map(str, row)] for c, row in zip(classes, test.confusion_matrix)])
         lines.append("")
-    if m and not m.get("test"):
+    if run and not test:
         lines += ["No test metrics recorded.", ""]
-    if m and not m.get("_has_weights", True):
-        lines += [f"Metrics only: no weights file is shipped for this run (`{m.get('_folder')}`; "
+    if run and not run.has_weights:
+        lines += [f"Metrics only: no weights file is shipped for this run (`{run.folder}`; "
                   "its card says why).", ""]
     return lines
 
 
-def _leak_verdict(grouped: dict[str, Any], leak: dict[str, Any]) -> list[str]:
+def _leak_verdict(grouped: RunRecord, leak: RunRecord) -> list[str]:
     """Say what the side-by-side shows, including when it shows nothing."""
-    g = grouped["test"]["metrics"]["accuracy"]
-    r = leak["test"]["metrics"]["accuracy"]
-    history = leak.get("training", {}).get("history") or []
-    best_train = max((h.get("train_acc", 0.0) for h in history), default=0.0)
-    leak_learned = (leak["test"]["metrics"].get("mcc") or 0.0) > 0.2
+    g = grouped.test_metrics["accuracy"]
+    r = leak.test_metrics["accuracy"]
+    history = leak.training.history or []
+    best_train = _best_train_accuracy(leak, default=0.0)
+    leak_learned = (leak.test_metrics.get("mcc") or 0.0) > 0.2
     if leak_learned and r > g + 0.1:
         return ["The random split puts augmented copies of the same cell in train and test, so its "
                 "accuracy measures recall of near-duplicates; the grouped number is the one to quote."]
@@ -374,7 +382,7 @@ def _leak_verdict(grouped: dict[str, Any], leak: dict[str, Any]) -> list[str]:
             "split places copies of one cell on both sides; the grouped number is the one to quote."]
 
 
-def wbc_section(runs: dict[str, dict[str, Any]], not_shipped: dict[str, str]) -> list[str]:
+def wbc_section(runs: Runs, not_shipped: dict[str, str]) -> list[str]:
     lines = [
         "## White blood cells (Asghar et al., Tables 1-3)",
         "",
@@ -388,30 +396,30 @@ def wbc_section(runs: dict[str, dict[str, Any]], not_shipped: dict[str, str]) ->
         "pixels, and from-scratch models trained on whole smears here stayed at chance.",
         "",
     ]
-    leak = runs.get(WBC_LEAK_RUN)
-    grouped = runs.get("wbc_cnn")
-    if leak and grouped and leak.get("test") and grouped.get("test"):
+    leak = runs[WBC_LEAK_RUN].record if WBC_LEAK_RUN in runs else None
+    grouped = runs["wbc_cnn"].record if "wbc_cnn" in runs else None
+    if leak and grouped and leak.test and grouped.test:
         lines += [
             "### The leak: grouped vs random split, same CNN",
             "",
             *_table(["split", "data", "test images", "accuracy", "macro F1"], [
-                ["by original image (honest)", f"{grouped['data']['n_images']} cells",
-                 _int(grouped["test"]["n"]), _pct(grouped["test"]["metrics"]["accuracy"]),
-                 _f(grouped["test"]["metrics"].get("f1"), 3)],
-                ["random by image (leaky, as the paper)", f"{leak['data']['n_images']} augmented copies",
-                 _int(leak["test"]["n"]), _pct(leak["test"]["metrics"]["accuracy"]),
-                 _f(leak["test"]["metrics"].get("f1"), 3)],
+                ["by original image (honest)", f"{grouped.data.n_images} cells",
+                 _int(grouped.test.n), _pct(grouped.test.metrics["accuracy"]),
+                 _f(grouped.test.metrics.get("f1"), 3)],
+                ["random by image (leaky, as the paper)", f"{leak.data.n_images} augmented copies",
+                 _int(leak.test.n), _pct(leak.test.metrics["accuracy"]),
+                 _f(leak.test.metrics.get("f1"), 3)],
             ]),
             "",
             *_leak_verdict(grouped, leak),
             "",
         ]
     for name in WBC_ORDER:
-        m = runs.get(name)
-        if m is None and name in not_shipped:
+        run = runs.get(name)
+        if run is None and name in not_shipped:
             lines += [f"### `{name}`", "", f"{NOT_SHIPPED} {not_shipped[name]}", ""]
             continue
-        lines += _wbc_model_block(name, m)
+        lines += _wbc_model_block(name, run)
     return lines
 
 
@@ -459,13 +467,13 @@ def render_report(weights_dir: Path) -> str:
     for task in others:
         lines += [f"## {task}", ""]
         rows = []
-        for name, m in runs[task].items():
-            t = (m.get("test") or {}).get("metrics", {})
-            cv = (m.get("cv") or {}).get("mean", {})
-            src = cv or t
+        for name, run in runs[task].items():
+            r = run.record
+            cv = (r.cv.mean if r.cv else None) or {}
+            src = cv or r.test_metrics
             rows.append([name, "**ours**, CV mean" if cv else "**ours**, test", _pct(src.get("accuracy")),
                          _pct(src.get("balanced_accuracy")), _f(src.get("f1"), 3),
-                         _f(src.get("roc_auc"), 3), _split_sentence(m)])
+                         _f(src.get("roc_auc"), 3), _split_sentence(r)])
         lines += _table(["model", "over", "accuracy", "balanced acc.", "F1", "ROC AUC", "split"], rows)
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
