@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medmodels.inference import time_inference  # noqa: E402
+from medmodels.report.markdown import replace_section  # noqa: E402
 from medmodels.zoo.registry import build_arch, count_parameters, list_models  # noqa: E402
 
 SECTION = "## Latency"
@@ -78,14 +78,6 @@ def render(rows: dict[tuple[str, str], dict[str, float]], threads: int) -> str:
         lines.append(f"| {task} | {name} | {int(r['parameters']):,} | {r['ms_per_image_batch1']:.2f} | "
                      f"{r['ms_per_image_batch32']:.2f} | {r['ms_per_image_batch1'] / fastest[task]:.1f}x |")
     return "\n".join(lines) + "\n"
-
-
-def replace_section(path: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md, leaving the other benchmarks' sections alone."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 def main() -> None:

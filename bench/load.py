@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -332,14 +331,9 @@ def markdown(runs: Sequence[Run], info: dict, args: argparse.Namespace) -> str:
 
 def write_section(text: str, path: Path = RESULTS) -> None:
     """Replace (or add) the ``## Load`` section of RESULTS.md, leaving other sections alone."""
-    current = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n\n"
-    pattern = re.compile(r"^## Load\n.*?(?=^## |\Z)", re.S | re.M)
-    body = text.rstrip() + "\n\n"
-    new = (
-        pattern.sub(lambda _m: body, current) if pattern.search(current) else current.rstrip() + "\n\n" + body
-    )
-    path.write_text(new, encoding="utf-8")
+    from medmodels.report.markdown import replace_section
 
+    replace_section(path, text)
 
 def background_load() -> str:
     try:

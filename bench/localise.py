@@ -12,7 +12,6 @@ import argparse
 import dataclasses
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medmodels.data.images import load_image  # noqa: E402
 from medmodels.explain.localise import PixelBox, box_score, box_to_view, lung_scores  # noqa: E402
 from medmodels.lungs import load_lung_model, lung_model_available, segment_lungs  # noqa: E402
+from medmodels.report.markdown import replace_section  # noqa: E402
 from medmodels.zoo.registry import Preprocess  # noqa: E402
 
 SECTION = "## Localisation"
@@ -99,13 +99,6 @@ def render(rows: dict[str, tuple[float, float]], repeats: int) -> str:
     lines += ["", "The score's cost is the mask resize to the map, the dilation (a disc of 3 % of the side) "
               "and two masked sums; segmentation runs once per image and is shared by every map of it.", ""]
     return "\n".join(lines)
-
-
-def replace_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    new = pattern.sub(lambda _: text + "\n", old) if pattern.search(old) else old.rstrip() + "\n\n" + text + "\n"
-    path.write_text(new)
 
 
 def main() -> int:

@@ -274,7 +274,6 @@ def concurrent_4(context: object, url: str, sampler: Sampler, folder: Path, mb: 
 
 def write_section(lines: list[str], path: Path = RESULTS) -> None:
     """Replace (or add) the ``## Uploads`` section of RESULTS.md, leaving other sections alone."""
-    text = path.read_text() if path.exists() else ""
     section = (
         "## Uploads\n\n"
         "`python bench/uploads.py --write-results`: a real `streamlit run` on 127.0.0.1 driven by headless "
@@ -284,9 +283,9 @@ def write_section(lines: list[str], path: Path = RESULTS) -> None:
         + "\n".join(lines)
         + "\n"
     )
-    pattern = re.compile(r"## Uploads\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip("\n"), text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    from medmodels.report.markdown import replace_section
+
+    replace_section(path, section)
 
 
 def main() -> None:

@@ -222,3 +222,22 @@ def test_imports_run_one_way() -> None:
         if path.parent.name == "report" or path.parent.parent.name == "report" or path.name in (
                 "record.py", "latency.py"):
             assert not {m for m in found if m.startswith("medmodels.train")}, path
+
+
+def test_one_markdown_section_is_replaced_and_the_others_kept(tmp_path):
+    from medmodels.report.markdown import replace_section
+
+    path = tmp_path / "RESULTS.md"
+    replace_section(path, "## A\n\nfirst\n")
+    replace_section(path, "## B\n\nsecond\n")
+    assert path.read_text() == "# Benchmarks\n\n## A\n\nfirst\n\n## B\n\nsecond\n"
+    replace_section(path, "## A\n\nnew first\nmore\n")
+    assert path.read_text() == "# Benchmarks\n\n## A\n\nnew first\nmore\n\n## B\n\nsecond\n"
+    # the shipped bench/RESULTS.md: putting each section back unchanged leaves the file as it is
+    shipped = Path(__file__).resolve().parents[1] / "bench" / "RESULTS.md"
+    text = shipped.read_text()
+    copy = tmp_path / "copy.md"
+    copy.write_text(text)
+    for section in text.split("\n## ")[1:]:
+        replace_section(copy, "## " + section)
+    assert copy.read_text() == text.rstrip("\n") + "\n"  # one newline at the end
