@@ -225,7 +225,7 @@ def run(args: argparse.Namespace) -> list[str]:
 
             for _ in range(1 if args.explore else 0):
                 explore_20(context, url, sampler, png, row)
-            for _ in range(1 if args.concurrent else 0):
+            for _ in range(args.concurrent_rounds if args.concurrent else 0):
                 concurrent_4(context, url, sampler, Path(profile), args.concurrent_mb, row)
             context.close()
         sampler.stop()
@@ -295,6 +295,8 @@ def main() -> None:
     parser.add_argument("--concurrent-mb", type=float, default=157.0)
     parser.add_argument("--no-explore", dest="explore", action="store_false")
     parser.add_argument("--no-concurrent", dest="concurrent", action="store_false")
+    parser.add_argument("--concurrent-rounds", type=int, default=2,
+                        help="repeat the concurrent uploads: the second round shows the steady state")
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the RESULTS.md to update")
     args = parser.parse_args()

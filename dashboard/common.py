@@ -42,20 +42,23 @@ FAMILY_WORDS = {
 
 # --------------------------------------------------------------------------- memory
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt() parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc mallopt() parameters
 TRIM_EVERY_S = 30.0
 
 
 def _bound_heap() -> None:
     """Make large buffers (decoded images, uploaded zips) come from mmap and go straight back
     to the system when freed: glibc otherwise raises its mmap threshold after the first big
-    free and keeps later ones in the heap, so the server's memory never falls after uploads."""
+    free and keeps later ones in the heap, so the server's memory never falls after uploads.
+    Streamlit runs every page in its own thread, and glibc gives threads their own heaps
+    (arenas) whose fragments are hard to return; two arenas are shared by all of them."""
     import ctypes
 
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
         libc.mallopt(_M_TRIM_THRESHOLD, 8 << 20)
+        libc.mallopt(_M_ARENA_MAX, 2)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 
