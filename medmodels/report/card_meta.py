@@ -56,7 +56,7 @@ def card_data(record: RunRecord, entry: ModelEntry) -> object:
     terms = TRAINING_DATA.get(record.task)
     test = record.test
     results = []
-    if test is not None and terms is not None:
+    if test is not None and terms is not None and not record.untrained:  # random weights claim nothing
         for metric in MODEL_INDEX_METRICS:
             value = test.metrics.get(metric)
             if value is not None:
@@ -146,7 +146,8 @@ def usage_lines(record: RunRecord, entry: ModelEntry) -> list[str]:
         "",
         "## Licence",
         "",
-        f"`license: other` ({terms.license_name}): {terms.summary} Terms: {terms.license_link}"
+        f"`license: other` ({terms.license_name}): {terms.summary} Terms: {terms.license_link}. "
+        "The repository's LICENSES.md says which terms cover each weight, the code and the examples."
         if terms else "No training-data terms recorded for this task.",
         "",
         "## Citation",

@@ -112,7 +112,10 @@ def model_card_body(record: RunRecord, entry: ModelEntry, cv_section: bool = Tru
     ``cv_section=False`` leaves out the generic cross-validation table, for the X-ray cards,
     which write their own (their shipped fold is fold 1, not the last).
     """
-    r = record.recipe or {}
+    if record.recipe is None:  # a folder of random weights (tests, benchmarks): nothing was trained
+        return (f"# {entry.title} ({entry.task}/{record.name}), untrained\n\n{entry.description}\n\n"
+                "Random weights; its predictions mean nothing.\n")
+    r = record.recipe
     tr = record.training
     inf = record.inference_ms
     pre = record.preprocess or {}
