@@ -10,7 +10,7 @@ one name, one type and one meaning, and a record that does not fit is refused lo
 Timings taken in one process for several models live in their own record
 (:class:`medmodels.latency.TimingRecord`), and the task-wide image-source audit in
 :class:`SourceAudit`: a run never rewrites another run's record.
-``python -m medmodels.record --migrate`` upgrades older files (see :func:`upgrade`).
+``scripts/migrate_run_records.py`` upgrades older files (it moves and renames, never changes a number).
 """
 from __future__ import annotations
 
@@ -404,7 +404,7 @@ class RunRecord:
         version = data.get("schema", 1)
         if version != SCHEMA_VERSION:
             raise RecordError(f"{where} has schema version {version}, this code reads {SCHEMA_VERSION}; "
-                              "run python -m medmodels.record --migrate.")
+                              "run scripts/migrate_run_records.py.")
         return _decode_dataclass(cls, data, where)
 
     @classmethod
