@@ -306,6 +306,7 @@ def run_segmentation(recipe: SegRecipe, out_dir: Path | None = None, data_root: 
                      "best_val_loss": state["best_val"], "stopped": stop_reason,
                      "train_seconds": round(state["train_seconds"], 1), "history": state["history"]},
         "machine": _machine(),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
         "split": {k: {"n_images": len(v), "findings": {f: sum(c.finding == f for c in v) for f in FINDINGS},
                       "cases": sorted(c.case for c in v)} for k, v in parts.items()},
     })

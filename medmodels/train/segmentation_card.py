@@ -60,7 +60,7 @@ Predicted lung area on the test cases: {_pct(test['predicted_area']['min'])} to
 
 ## Training
 - Architecture: U-Net decoder (four stages, one 3x3 conv each) on the EfficientNet-Lite0
-  encoder (timm `features_only`); {metrics.get('num_parameters', 'about 3.4 M')} parameters.
+  encoder (timm `features_only`); {metrics['num_parameters']:,} parameters.
   Encoder initialisation: {init}.
 - Input: pad to square, grayscale, per-image 1st-99th percentile stretch, {entry.preprocess.input_size} px.
 - Loss BCE + soft Dice; AdamW (decoder lr {r['lr']}, encoder lr {r['encoder_lr']}), learning rate
