@@ -18,10 +18,11 @@ from medmodels.zoo.registry import ModelEntry
 class DataTerms:
     """The training data of a task and the terms it comes under (from its SOURCE.md)."""
 
-    dataset: str  # the data set's upstream name, for ``datasets:``
+    dataset: str  # the data set's name, for the model-index
     license_name: str  # a slug for ``license: other``
     license_link: str
     summary: str
+    sources: tuple[str, ...] = ()  # the repositories the copies came from (SOURCE.md), for ``datasets:``
 
 
 TRAINING_DATA: dict[str, DataTerms] = {
@@ -29,22 +30,26 @@ TRAINING_DATA: dict[str, DataTerms] = {
         "NIH-NLM malaria cell images (Atman-Kar/Malaria-Detection copy)", "nlm-malaria-cells-no-licence-stated",
         "https://github.com/Atman-Kar/Malaria-Detection",
         "No licence is stated by the source copy or the TensorFlow Datasets entry; NLM distributes the set "
-        "for research. Research use only; check NLM's terms before redistributing."),
+        "for research. Research use only; check NLM's terms before redistributing.",
+        ("Atman-Kar/Malaria-Detection",)),
     "wbc": DataTerms(
         "BCCD (Shenggan/BCCD_Dataset) single-cell crops", "bccd-mit-and-unlicensed-copies",
         "https://github.com/Shenggan/BCCD_Dataset",
         "The BCCD photographs are MIT-licensed (Shenggan/BCCD_Dataset); the copies used here "
-        "(dhruvp/wbc-classification, cosmicad/dataset) carry no licence file."),
+        "(dhruvp/wbc-classification, cosmicad/dataset) carry no licence file.",
+        ("Shenggan/BCCD_Dataset", "dhruvp/wbc-classification")),
     "covid": DataTerms(
         "ieee8023/covid-chestxray-dataset + NIH ChestX-ray14 normals", "cxr-cc-by-nc-nd-and-unlicensed",
         "https://github.com/ieee8023/covid-chestxray-dataset",
         "ieee8023 images carry per-image licences up to CC BY-NC-ND 4.0 (216 with none stated); the "
-        "redistributed normals state no licence. Non-commercial research use only."),
+        "redistributed normals state no licence. Non-commercial research use only.",
+        ("ieee8023/covid-chestxray-dataset", "muhammedtalo/COVID-19")),
     "mortality": DataTerms(
         "ieee8023/covid-chestxray-dataset", "cxr-cc-by-nc-nd-and-unlicensed",
         "https://github.com/ieee8023/covid-chestxray-dataset",
         "ieee8023 images carry per-image licences up to CC BY-NC-ND 4.0 (216 with none stated). "
-        "Non-commercial research use only."),
+        "Non-commercial research use only.",
+        ("ieee8023/covid-chestxray-dataset",)),
 }
 MODEL_INDEX_METRICS = ("accuracy", "balanced_accuracy", "f1", "mcc", "roc_auc")
 
@@ -71,7 +76,7 @@ def card_data(record: RunRecord, entry: ModelEntry) -> object:
         license="other" if terms else None,
         license_name=terms.license_name if terms else None,
         license_link=terms.license_link if terms else None,
-        datasets=[terms.dataset] if terms else None,
+        datasets=list(terms.sources) if terms else None,
         metrics=[m for m in MODEL_INDEX_METRICS if test is not None and test.metrics.get(m) is not None] or None,
         tags=["medical-imaging", "explainability", record.task],
         eval_results=results or None,
