@@ -168,8 +168,12 @@ def xray_sections(record: RunRecord, entry: ModelEntry, weights_dir: Path | None
 
 
 def _load(weights_dir: Path, task: str, name: str) -> RunRecord | None:
-    path = weights_dir / task / name
-    return RunRecord.read(path) if (path / "metrics.json").is_file() else None
+    """A model's run record: a metrics-only run's folder (``<name>/<name>``, where the engine writes
+    it) first, else the model folder (where the earlier X-ray runner wrote comparison runs too)."""
+    for path in (weights_dir / task / name / name, weights_dir / task / name):
+        if (path / "metrics.json").is_file():
+            return RunRecord.read(path)
+    return None
 
 
 def xray_report_sections(weights_dir: Path) -> list[str]:
