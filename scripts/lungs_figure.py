@@ -34,7 +34,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/figures/lungs_sources.png"))
     parser.add_argument("--json", type=Path, default=Path("docs/figures/lungs_sources.json"))
-    parser.add_argument("--per-source", type=int, default=3)
+    parser.add_argument("--per-source", type=int, default=3)  # plus one flagged NIH image
     args = parser.parse_args()
     torch.set_num_threads(1)
     root = shared_data_root()
@@ -47,6 +47,7 @@ def main() -> int:
     model, _ = load_lung_model()
     stats: dict[str, dict] = {}
     shown: list[tuple[str, Image.Image, object]] = []
+    credits: list[dict] = []
     rng = np.random.default_rng(0)
     order = rng.permutation(len(rows))
     by_source: dict[str, list] = {}
@@ -54,7 +55,7 @@ def main() -> int:
         r = rows[i]
         by_source.setdefault(r["dataset"], []).append(r)
     for source, items in sorted(by_source.items()):
-        areas, flagged, examples = [], [], []
+        areas, flagged, examples, flagged_example = [], [], [], []
         for start in range(0, len(items), 16):
             chunk = items[start:start + 16]
             images = [load_image(base / "images" / r["filename"]) for r in chunk]
@@ -64,17 +65,20 @@ def main() -> int:
                     flagged.append(r["filename"])
                 may_show = source == "nih_cxr14" or (source == "ieee8023" and r.get("license") in OPEN_LICENCES)
                 if may_show and len(examples) < args.per_source and r.get("view") in ("PA", "AP"):
-                    lic = "no restrictions" if source == "nih_cxr14" else r.get("license")
-                    examples.append((f"{source} {r.get('finding')} ({lic})", image, field))
+                    examples.append((f"{source} {r.get('finding')}", image, field))
+                    credits.append({"file": r["filename"], "source": source, "licence": r.get("license")})
+                if source == "nih_cxr14" and not field.plausible and not flagged_example:
+                    flagged_example.append((f"{source} {r.get('finding')}", image, field))
+                    credits.append({"file": r["filename"], "source": source, "licence": r.get("license")})
         a = np.asarray(areas)
         stats[source] = {"images": len(a), "area_median": float(np.median(a)), "area_p5": float(np.percentile(a, 5)),
                          "area_p95": float(np.percentile(a, 95)), "implausible": len(flagged),
                          "implausible_files": flagged[:20]}
-        shown += examples
+        shown += examples + flagged_example  # a flagged field, to show what the flag catches
         print(f"{source}: {len(a)} images, lung area median {np.median(a):.3f} "
               f"(5-95 % {np.percentile(a, 5):.3f}-{np.percentile(a, 95):.3f}), implausible {len(flagged)}")
     # the flagged ones are the interesting ones: show one if its licence allows
-    cols = max(1, min(len(shown), 3))
+    cols = max(1, min(len(shown), 4))
     rows_n = (len(shown) + cols - 1) // cols
     canvas = Image.new("RGB", (cols * TILE, rows_n * (TILE + 16)), "white")
     draw = ImageDraw.Draw(canvas)
@@ -84,10 +88,10 @@ def main() -> int:
         x, y = (k % cols) * TILE, (k // cols) * (TILE + 16)
         canvas.paste(tile, (x + (TILE - tile.width) // 2, y + 16))
         flag = "" if field.plausible else " FLAGGED"
-        draw.text((x + 3, y + 2), f"{label[:28]} {100 * field.area_fraction:.0f}%{flag}", fill="black")
+        draw.text((x + 3, y + 2), f"{label} {100 * field.area_fraction:.0f}%{flag}", fill="black")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(args.out, optimize=True)
-    args.json.write_text(json.dumps({"sources": stats, "montage": [s[0] for s in shown]}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"sources": stats, "montage": credits}, indent=2) + "\n")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e3:.0f} kB) and {args.json}")
     return 0
 
