@@ -62,20 +62,10 @@ class SurveyConfig:
 
 
 def test_samples(card: Any) -> list:
-    """The test split a shipped model was scored on (``held_out_set``, either metrics schema)."""
-    from medmodels.data.shared import shared_samples
+    """The test split a shipped model was scored on (``held_out_set``: its record's test groups)."""
     from medmodels.evaluate import held_out_set
 
-    try:
-        return list(held_out_set(card).samples)
-    except DatasetError:
-        test = ((card.metrics or {}).get("split") or {}).get("test") or {}
-        groups = test.get("groups") if isinstance(test, dict) else None
-        if not groups:
-            raise
-        wanted = set(map(str, groups))
-        return [s for s in shared_samples(card.entry.task).samples
-                if str(s.group) in wanted and s.label is not None]
+    return list(held_out_set(card).samples)
 
 
 def _subset(samples: list, n: int, seed: int) -> list[int]:
