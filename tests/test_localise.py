@@ -201,3 +201,20 @@ def test_lung_only_crops_and_blacks_out() -> None:
     assert out[..., 0].max() == 200 and out[..., 0].min() == 0  # outside the field is black
     with pytest.raises(ValueError):
         lung_only(img, _field(mask, plausible=False))
+
+
+@pytest.mark.skipif(not (SHIPPED_LUNGS / "model.safetensors").is_file(), reason="lung model not shipped here")
+def test_lung_only_set_replaces_images_and_keeps_labels_and_groups() -> None:
+    from pathlib import Path
+
+    from medmodels.data.datasets import read_labelled_set
+    from medmodels.data.images import load_image
+    from medmodels.lungs import lung_only_set
+
+    data = read_labelled_set(Path(__file__).resolve().parents[1] / "examples" / "covid", ("COVID-19", "Normal"))
+    out = lung_only_set(data)
+    assert len(out.samples) + len(out.skipped) - len(data.skipped) == len(data.samples)
+    for before, after in zip(data.samples, out.samples):
+        assert (after.name, after.label, after.group) == (before.name, before.label, before.group)
+        assert after.meta["inputs"] == "lung_only" and isinstance(after.source, bytes)
+        assert load_image(after.source).size[0] < load_image(before.source).size[0]  # cropped

@@ -64,7 +64,12 @@ def actualmed_audit(model: nn.Module, entry: ModelEntry, pool: LabelledSet) -> A
     from medmodels.train.run import prediction_rows, split_metrics_of, view_probabilities
 
     ext = covid_samples(external=True)
-    images = decode_all(ext, entry.preprocess, _key(ext, entry, "actualmed"))
+    tag = "actualmed"
+    if pool.samples and pool.samples[0].meta.get("inputs") == "lung_only":  # same inputs as in training
+        from medmodels.lungs import lung_only_set
+
+        ext, tag = lung_only_set(ext), "actualmed_lung_only"
+    images = decode_all(ext, entry.preprocess, _key(ext, entry, tag))
     probs = view_probabilities(model, images, entry.preprocess)
     labels = np.asarray(ext.labels, dtype=int)
     return AuditResult(Audits(actualmed=split_metrics_of(labels, probs, entry)),

@@ -112,6 +112,10 @@ def recipe_pool(recipe: Recipe) -> LabelledSet:
         keep = set(np.asarray(labelled)[rng.choice(len(labelled), size=recipe.max_images, replace=False)].tolist())
         pool = LabelledSet([s for i, s in enumerate(pool.samples) if s.label is None or i in keep],
                            pool.classes, pool.skipped)
+    if recipe.inputs == "lung_only":
+        from medmodels.lungs import lung_only_set
+
+        pool = lung_only_set(pool)
     return pool
 
 

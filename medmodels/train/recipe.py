@@ -132,6 +132,9 @@ class Recipe:
     half: bool = False  # store fp16 safetensors (large models)
     threads: int = 1
     audit: bool = True  # run the task's registered shortcut audits on the shipped model
+    # "lung_only": chest X-rays cropped to the predicted lung field and black outside it
+    # (medmodels.lungs.lung_only_set), in training, testing and the audits (issue 19)
+    inputs: Literal["full", "lung_only"] = "full"
     notes: str = ""
 
     @property
