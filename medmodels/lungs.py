@@ -198,6 +198,8 @@ def lung_only(image: Image.Image, field: LungField, margin: float = 0.05, dilate
     if not field.plausible:
         raise ValueError(field.note)
     mask = dilate(field.image_mask(), dilate_fraction)
+    if not mask.any():  # nothing found: nothing of the image is shown
+        return Image.new("RGB", image.size)
     ys, xs = np.nonzero(mask)
     h, w = mask.shape
     my, mx = int(margin * h), int(margin * w)
@@ -208,30 +210,27 @@ def lung_only(image: Image.Image, field: LungField, margin: float = 0.05, dilate
     return Image.fromarray(rgb[y0:y1, x0:x1])
 
 
-def lung_only_set(data: Any, batch_size: int = 8, min_area: float = 0.01) -> Any:
+def lung_only_set(data: Any, batch_size: int = 8) -> Any:
     """A ``LabelledSet`` whose X-rays are replaced by their lung-only version (PNG bytes).
 
-    Flagged (implausible) fields are still used when they hold at least ``min_area`` of the
-    image, so that the patient-grouped split stays that of the full-image models; each sample's
-    ``meta`` records ``inputs=lung_only`` and the field's area and plausibility. An image with
-    no lung field at all is left out and listed in ``skipped``.
+    Every image is kept, flagged (implausible) fields included, so that the patient-grouped
+    split stays exactly that of the full-image models; an image with no lung field at all
+    becomes black. Each sample's ``meta`` records ``inputs=lung_only`` and the field's area
+    and plausibility.
     """
     import io
     from types import MappingProxyType
 
     from medmodels.data.images import load_image
-    from medmodels.data.samples import LabelledSet, Sample, Skipped
+    from medmodels.data.samples import LabelledSet, Sample
 
     model, _ = load_lung_model()
-    samples, skipped = [], list(data.skipped)
+    samples = []
     items = list(data.samples)
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         images = [load_image(s.source, s.name) for s in chunk]
         for s, image, field in zip(chunk, images, segment_batch(model, images)):
-            if field.area_fraction < min_area:
-                skipped.append(Skipped(s.name, f"no lung field found (area {100 * field.area_fraction:.1f} %)"))
-                continue
             usable = field if field.plausible else LungField(field.probability, field.mask, field.image_size,
                                                             field.area_fraction, True, field.plausible_range)
             buf = io.BytesIO()
@@ -239,6 +238,7 @@ def lung_only_set(data: Any, batch_size: int = 8, min_area: float = 0.01) -> Any
             meta = {**dict(s.meta), "inputs": "lung_only", "lung_area": f"{field.area_fraction:.4f}",
                     "lung_plausible": str(field.plausible)}
             samples.append(Sample(s.name, buf.getvalue(), s.label, s.group, MappingProxyType(meta)))
-    log.info("lung-only inputs: %d images, %d flagged fields kept, %d left out", len(samples),
-             sum(s.meta["lung_plausible"] == "False" for s in samples), len(skipped) - len(data.skipped))
-    return LabelledSet(samples, data.classes, tuple(skipped))
+    log.info("lung-only inputs: %d images, %d with a flagged field, %d with none", len(samples),
+             sum(s.meta["lung_plausible"] == "False" for s in samples),
+             sum(float(s.meta["lung_area"]) == 0 for s in samples))
+    return LabelledSet(samples, data.classes, tuple(data.skipped))

@@ -111,13 +111,14 @@ def _key(pool: LabelledSet, entry: ModelEntry, tag: str) -> str:
     return f"audit_{h.hexdigest()[:16]}"
 
 
-def source_audit(size: int = 32, seed: int = 42, folds: int = 5) -> SourceAudit:
+def source_audit(size: int = 32, seed: int = 42, folds: int = 5, inputs: str = "full") -> SourceAudit:
     """How well the image *source* (NIH vs ieee8023) can be predicted from the model view.
 
     Logistic regression on the ``covid`` preprocessing (pad to square, grayscale,
     per-image 1st-99th percentile stretch) downsampled to ``size`` px, scored by
     patient-grouped stratified k-fold. Also: the accuracy of the rule "NIH -> normal,
     otherwise COVID-19", which says how much of the label the source alone gives away.
+    ``inputs="lung_only"``: on the lung-only X-rays of the issue-19 experiment instead.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score, roc_auc_score
@@ -133,7 +134,12 @@ def source_audit(size: int = 32, seed: int = 42, folds: int = 5) -> SourceAudit:
     entry = get_entry("covid", "mobilenet_v2")
     entry = dataclasses.replace(entry, preprocess=dataclasses.replace(entry.preprocess, input_size=size))
     pool = covid_samples(external=False)
-    images = decode_all(pool, entry.preprocess, _key(pool, entry, f"source_audit_{size}"))
+    tag = f"source_audit_{size}"
+    if inputs == "lung_only":
+        from medmodels.lungs import lung_only_set
+
+        pool, tag = lung_only_set(pool), f"source_audit_{size}_lung_only"
+    images = decode_all(pool, entry.preprocess, _key(pool, entry, tag))
     x = normalize(images, entry.preprocess)[:, 0].flatten(1).numpy()
     source = np.asarray([s.meta.get("dataset") == "nih_cxr14" for s in pool.samples], dtype=int)
     groups = np.asarray([str(s.group) for s in pool.samples])
@@ -147,7 +153,9 @@ def source_audit(size: int = 32, seed: int = 42, folds: int = 5) -> SourceAudit:
     rule = np.where(source == 1, normal, 1 - normal)
     return SourceAudit(
         what=f"logistic regression (standardised pixels, C=0.01) on {size}x{size} model views "
-             "(pad to square, grayscale, per-image percentile stretch), predicting NIH vs ieee8023",
+             "(pad to square, grayscale, per-image percentile stretch), predicting NIH vs ieee8023"
+             + (" - on lung-only inputs (cropped to the predicted lung field, black outside)"
+                if inputs == "lung_only" else ""),
         n_images=int(len(pool)), n_nih=int(source.sum()), n_ieee8023=int((1 - source).sum()),
         cv=f"StratifiedGroupKFold({folds}) by patient, seed {seed}",
         accuracy_mean=float(np.mean(fold_acc)), accuracy_std=float(np.std(fold_acc)), fold_accuracy=fold_acc,
