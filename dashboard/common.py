@@ -304,6 +304,14 @@ class InputImage:
     label: str | None = None  # the class folder of a bundled example
 
 
+def sample_input(sample, classes: Sequence[str]) -> InputImage:  # noqa: ANN001 - medmodels Sample
+    """A labelled set's sample read, hashed and decoded (once per content hash) for the pages."""
+    data = sample.source if isinstance(sample.source, bytes) else sample.source.read_bytes()
+    key = digest(data)
+    label = classes[sample.label] if sample.label is not None else None
+    return InputImage(sample.name, key, decode_image(key, sample.name, data), label)
+
+
 def example_files(task: str) -> list[tuple[str, Path]]:
     """(class, path) of the bundled example images of a task, class folders in task order."""
     from medmodels.data.datasets import IMAGE_SUFFIXES

@@ -147,53 +147,23 @@ def held_out(task: str, name: str):  # noqa: ANN201 - LabelledSet
 
 
 @st.cache_data(show_spinner=False, max_entries=64, max_size="256MB", ttl=3600)
-def evaluation(task: str, name: str, data_key: str, title: str, _data: Any) -> dict:
-    """Probabilities of every image of a labelled set, as plain data (metrics are re-derived
-    at any threshold by ``medmodels.metrics``). Shows a progress bar while it runs; the bar
-    is created in here because a cached function may only draw into blocks it created."""
+def evaluation(task: str, name: str, data_key: str, title: str, _data: Any):  # noqa: ANN201 - Evaluation
+    """``medmodels.evaluate.Evaluation`` of one model on a labelled set (at threshold 0.5;
+    ``Evaluation.at`` gives any other). Shows a progress bar while it runs; the bar is created
+    in here because a cached function may only draw into blocks it created."""
     from medmodels.evaluate import evaluate_set
     from medmodels.explain import model_lock
 
     model, card = trained_model(task, name)
-    total = len(_data.samples)
-    unique, index = distinct_images(_data)
-    bar = st.progress(0.0, text=f"Evaluating {title} on {total} images…")
+    bar = st.progress(0.0, text=f"Evaluating {title} on {len(_data.samples)} images…")
 
     def progress(done: int, n: int) -> None:
         bar.progress(done / max(n, 1), text=f"Evaluating {title}: {done} of {n} distinct images")
 
     with model_lock(model):
-        ev = evaluate_set(model, card.entry, unique, progress=progress)
+        result = evaluate_set(model, card.entry, _data, progress=progress)
     bar.empty()
-    log.info("evaluated one model on %d images (%d distinct)", total, len(unique.samples))
-    samples = [s for s in _data.samples if s.label is not None]
-    return {
-        "names": [s.name for s in samples],
-        "groups": [s.group for s in samples],
-        "labels": np.asarray([s.label for s in samples], dtype=int),
-        "probs": ev.probs[index],
-    }
-
-
-def distinct_images(data: Any) -> tuple[Any, np.ndarray]:
-    """The labelled samples with identical files kept once, and for each sample the row of its
-    file: a zip of 5,000 copies of one tiny image costs one prediction, not 5,000."""
-    import hashlib
-
-    from medmodels.data.samples import LabelledSet
-
-    rows: dict[str, int] = {}
-    unique, index = [], []
-    for sample in data.samples:
-        if sample.label is None:
-            continue
-        source = sample.source
-        key = hashlib.sha256(source).hexdigest() if isinstance(source, bytes) else f"path:{source}"
-        if key not in rows:
-            rows[key] = len(unique)
-            unique.append(sample)
-        index.append(rows[key])
-    return LabelledSet(tuple(unique), data.classes), np.asarray(index, dtype=int)
+    return result
 
 
 @st.cache_data(show_spinner=False, max_entries=64, ttl=600)

@@ -111,6 +111,34 @@ def show_metric_table(table: pd.DataFrame, key: str) -> None:
     st.dataframe(table, width="stretch", column_config=config, key=key)
 
 
+def show_curves(curves: dict[str, Any], binary: bool, key: str) -> None:
+    """ROC and PR charts side by side (``medmodels.evaluate.Curves`` per model label), with each
+    model's operating point at the current threshold marked on binary tasks."""
+    from dashboard import charts
+
+    label = next(iter(curves.values())).label if curves else ""
+    roc_points = {m: c.roc_point for m, c in curves.items() if c.roc_point is not None}
+    pr_points = {m: c.pr_point for m, c in curves.items() if c.pr_point is not None}
+    c1, c2 = st.columns(2)
+    c1.plotly_chart(
+        charts.curves({m: c.roc for m, c in curves.items()}, "roc", roc_points).update_layout(
+            title=f"ROC curve ({label})"
+        ),
+        key=f"{key}_roc",
+    )
+    c2.plotly_chart(
+        charts.curves({m: c.pr for m, c in curves.items()}, "pr", pr_points).update_layout(
+            title=f"Precision-recall ({label})"
+        ),
+        key=f"{key}_pr",
+    )
+    for model, c in curves.items():
+        for note in c.roc.notes:
+            st.caption(f"{model}: {note}")
+    if binary:
+        st.caption("× marks each model's operating point at the current threshold.")
+
+
 # --------------------------------------------------------------------------- stored CV data
 
 

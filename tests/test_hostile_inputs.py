@@ -742,15 +742,15 @@ def test_label_csv_without_a_usable_row_says_so(image_bytes: MakeImage) -> None:
 
 
 def test_zip_of_5000_copies_of_one_tiny_image_is_read_and_evaluated_fast() -> None:
-    """The dashboard predicts each distinct file once (dashboard.compute.distinct_images)."""
+    """Evaluation predicts each distinct file once (medmodels.evaluate.distinct_samples)."""
     import time
 
-    from dashboard.compute import distinct_images
+    from medmodels.evaluate import distinct_samples
 
     png = _black_png(16, 16)
     data = _zip([(f"{CLASSES[i % 2]}/{i}.png", png) for i in range(5000)])
     started = time.perf_counter()
     result = read_labelled_set(data, CLASSES)
-    unique, index = distinct_images(result)
+    unique, index = distinct_samples(list(result.samples))
     assert time.perf_counter() - started < 20
-    assert len(result) == 5000 and len(unique.samples) == 1 and set(index.tolist()) == {0}
+    assert len(result) == 5000 and len(unique) == 1 and set(index.tolist()) == {0}

@@ -8,12 +8,10 @@ import streamlit as st
 from dashboard import compute
 from dashboard import evaluation_ui as ui
 from dashboard.common import (
-    InputImage,
-    decode_image,
-    digest,
     model_choice,
     page_errors,
     page_header,
+    sample_input,
     show_missing,
     task_picker,
     trained_model,
@@ -140,7 +138,7 @@ with page_errors("Comparing predictions"):
     res = {e.name: compute.evaluation(task.name, e.name, test.key, e.title, test.data) for e in chosen}
     from medmodels.metrics import prediction_agreement
 
-    pred = {n: r["probs"].argmax(1) for n, r in res.items()}
+    pred = {n: r.probs.argmax(1) for n, r in res.items()}
     agreement = prediction_agreement(pred[a.name], pred[b.name], len(task.classes))
     agree, kappa = agreement.agreement, agreement.cohen_kappa
     c1, c2, c3 = st.columns(3)
@@ -148,16 +146,15 @@ with page_errors("Comparing predictions"):
     c2.metric("Same predicted class", f"{agree:.1%}")
     c3.metric("Cohen's κ", "n/a" if kappa is None else f"{kappa:.3f}")
     samples = {s.name: s for s in test.data.samples}
-    names = res[a.name]["names"]
+    names = res[a.name].names
     differ = agreement.disagreeing
     if differ:
         st.markdown(f"**Where they disagree** ({len(differ)} image(s); first 12 shown)")
         cols = st.columns(6)
         for j, i in enumerate(differ[:12]):
             s = samples[names[i]]
-            data = s.source if isinstance(s.source, bytes) else s.source.read_bytes()
             cols[j % 6].image(
-                decode_image(digest(data), s.name, data),
+                sample_input(s, task.classes).image,
                 width="stretch",
                 caption=f"truth {task.classes[s.label]} · {a.title}: {task.classes[pred[a.name][i]]}"
                 f" · {b.title}: {task.classes[pred[b.name][i]]}",
@@ -181,11 +178,9 @@ with page_errors("Comparing Grad-CAMs"):
     settings = ExplainSettings()
     rows, pairs = [], []
     for s in list(test.data.samples)[:count]:
-        data = s.source if isinstance(s.source, bytes) else s.source.read_bytes()
-        key = digest(data)
-        item = InputImage(s.name, key, decode_image(key, s.name, data), task.classes[s.label])
+        item = sample_input(s, task.classes)
         maps = {
-            e.name: compute.explanation(task.name, e.name, key, "gradcam", settings, item.image)
+            e.name: compute.explanation(task.name, e.name, item.key, "gradcam", settings, item.image)
             for e in chosen
         }
         rows.append(

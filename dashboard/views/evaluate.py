@@ -8,13 +8,11 @@ import streamlit as st
 from dashboard import charts, compute
 from dashboard import evaluation_ui as ui
 from dashboard.common import (
-    InputImage,
     as_text,
-    decode_image,
-    digest,
     model_picker,
     page_errors,
     page_header,
+    sample_input,
     show_dicom_table,
     task_picker,
 )
@@ -64,24 +62,13 @@ st.caption(
 ui.show_skipped(first.data)
 show_dicom_table(first.data.samples)
 
-results: dict[str, dict] = {}
+results = {}
 with page_errors("Evaluation"):
     for e in entries:
-        if e.name not in sets:
-            continue
-        test = sets[e.name]
-        results[e.name] = compute.evaluation(task.name, e.name, test.key, e.title, test.data)
+        if e.name in sets:
+            results[e.name] = compute.evaluation(task.name, e.name, sets[e.name].key, e.title, sets[e.name].data)
 if not results:
     st.stop()
-
-from medmodels.evaluate import Evaluation  # noqa: E402  (torch-heavy: only once there is work)
-from medmodels.metrics import (  # noqa: E402
-    compute_metrics,
-    one_vs_rest,
-    pr_curve_data,
-    reliability_data,
-    roc_curve_data,
-)
 
 titles = {e.name: e.title for e in entries}
 binary = task.positive_index is not None
@@ -96,59 +83,28 @@ if binary:
         key="evaluate_threshold",
         help="An image is called positive when its probability is at or above this value.",
     )
-reports = {
-    titles[n]: compute_metrics(r["labels"], r["probs"], task.classes, task.positive_index, threshold)
-    for n, r in results.items()
-}
+results = {n: r.at(threshold) for n, r in results.items()}
+reports = {titles[n]: r.report for n, r in results.items()}
 
 st.subheader("Metrics" + (f" at threshold {threshold:.2f}" if binary else ""))
 ui.show_metric_table(ui.metric_table(reports), "evaluate_metrics")
-notes = sorted({n for r in reports.values() for n in r.notes})
-for note in notes:
+for note in sorted({n for r in reports.values() for n in r.notes}):
     st.caption(note)
 
 # ----------------------------------------------------------------- curves and calibration
-if binary:
-    k = task.positive_index
-    curve_label = task.positive_class
-else:
+k = task.positive_index
+if not binary:
     k = st.selectbox(
         "One-vs-rest curves for class",
         range(len(task.classes)),
         format_func=task.classes.__getitem__,
         key="evaluate_ovr_class",
     )
-    curve_label = task.classes[k]
-roc, pr, rel, operating_roc, operating_pr = {}, {}, {}, {}, {}
-for name, r in results.items():
-    truth, scores = one_vs_rest(r["labels"], r["probs"], k)
-    roc[titles[name]] = roc_curve_data(truth, scores)
-    pr[titles[name]] = pr_curve_data(truth, scores)
-    rel[titles[name]] = (
-        reliability_data(truth, scores) if binary else reliability_data(r["labels"], r["probs"])
-    )
-    m = reports[titles[name]].metrics
-    if binary and m.get("fpr") is not None and m.get("tpr") is not None:
-        operating_roc[titles[name]] = (m["fpr"], m["tpr"])
-        if m.get("precision") is not None:
-            operating_pr[titles[name]] = (m["tpr"], m["precision"])
-c1, c2 = st.columns(2)
-c1.plotly_chart(
-    charts.curves(roc, "roc", operating_roc).update_layout(title=f"ROC curve ({curve_label})"),
-    key="evaluate_roc",
-)
-c2.plotly_chart(
-    charts.curves(pr, "pr", operating_pr).update_layout(title=f"Precision-recall ({curve_label})"),
-    key="evaluate_pr",
-)
-for label, curve in roc.items():
-    for note in curve.notes:
-        st.caption(f"{label}: {note}")
-if binary:
-    st.caption("× marks each model's operating point at the current threshold.")
+curves = {titles[n]: r.curves(k) for n, r in results.items()}
+ui.show_curves(curves, binary, "evaluate")
 
 c1, c2 = st.columns(2)
-c1.plotly_chart(charts.reliability(rel), key="evaluate_reliability")
+c1.plotly_chart(charts.reliability({m: c.reliability for m, c in curves.items()}), key="evaluate_reliability")
 with c2:
     cm_model = st.selectbox("Confusion matrix of", list(reports), key="evaluate_cm_model")
     report = reports[cm_model]
@@ -166,16 +122,12 @@ with c2:
 st.subheader("Per image")
 entry_by_name = {e.name: e for e in entries}
 focus = st.selectbox("Model", list(results), format_func=titles.__getitem__, key="evaluate_focus")
-r = results[focus]
-rows = Evaluation(
-    entry_by_name[focus], r["names"], r["groups"], r["labels"], r["probs"], reports[titles[focus]]
-).per_image_rows()
-table = pd.DataFrame(rows)
+rows = results[focus].per_image_rows()
 st.caption(
     "Most confident mistakes first. Click a row (or choose an image below) to see it with its explanations."
 )
 event = st.dataframe(
-    table,
+    pd.DataFrame(rows),
     hide_index=True,
     width="stretch",
     height=300,
@@ -194,12 +146,7 @@ choice = st.selectbox(
     ),
     key=f"evaluate_image_{focus}_{selected}",
 )
-all_rows = []
-for name, res in results.items():
-    ev_rows = Evaluation(
-        entry_by_name[name], res["names"], res["groups"], res["labels"], res["probs"], reports[titles[name]]
-    ).per_image_rows()
-    all_rows += [{"model": name, **row} for row in ev_rows]
+all_rows = [{"model": n, **row} for n, r in results.items() for row in r.per_image_rows()]
 st.download_button(
     "Download per-image results (CSV)",
     frame_to_csv(pd.DataFrame(all_rows)),
@@ -210,9 +157,7 @@ st.download_button(
 
 with page_errors("Explaining the image"):
     sample = next(s for s in sets[focus].data.samples if s.name == rows[choice]["file"])
-    data = sample.source if isinstance(sample.source, bytes) else sample.source.read_bytes()
-    key = digest(data)
-    item = InputImage(sample.name, key, decode_image(key, sample.name, data), rows[choice]["label"])
+    item = sample_input(sample, task.classes)
     methods, settings, display = settings_panel("evaluate", default_methods=("gradcam",))
     if methods:
         explanation_grid(task.name, [entry_by_name[focus]], item, methods, settings, display, "evaluate")
@@ -229,7 +174,8 @@ cv_models = [
     n
     for n in results
     if (
-        compute.trained_model(task.name, n)[1].metrics.get("cv")
+        compute.trained_model(task.name, n)[1].record is not None
+        and compute.trained_model(task.name, n)[1].record.cv is not None
         or (compute.trained_model(task.name, n)[1].folder / "predictions.csv").is_file()
     )
 ]
