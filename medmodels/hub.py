@@ -99,11 +99,6 @@ class TrainedCard:
     record: RunRecord | None = None
     card: str = ""
 
-    @property
-    def metrics(self) -> dict[str, Any]:
-        """The run record as plain data (for pages that show the raw record); empty without one."""
-        return self.record.to_dict() if self.record is not None else {}
-
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()

@@ -52,8 +52,8 @@ if not entries or not images:
 
 def stored_ece(entry: object) -> float | None:
     """The calibration error measured on the model's test split when it was trained."""
-    metrics = compute.trained_model(task.name, entry.name)[1].metrics
-    return ((metrics.get("test") or {}).get("metrics") or {}).get("ece")
+    record = compute.trained_model(task.name, entry.name)[1].record
+    return record.test.metrics.get("ece") if record is not None and record.test is not None else None
 
 
 item = None

@@ -92,7 +92,7 @@ with page_errors("Reading the model card"):
             else:
                 st.caption("This weights folder has no README.md card.")
         with tabs[3]:
-            st.json(card.metrics, expanded=1)
+            st.json(card.record.to_dict() if card.record is not None else {}, expanded=1)
     else:
         st.warning(f"No trained weights yet: {where}")
         tabs = st.tabs(["Architecture", "Preprocessing"])
