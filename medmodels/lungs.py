@@ -187,27 +187,47 @@ def draw_outline(image: Image.Image, mask: np.ndarray, color: tuple[int, int, in
     return Image.fromarray(rgb)
 
 
+def _lung_crop(field: LungField, margin: float, dilate_fraction: float
+               ) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """(dilated field on the image, crop box x0, y0, x1, y1 or None when there is no field)."""
+    from medmodels.explain.localise import dilate
+
+    mask = dilate(field.image_mask(), dilate_fraction)
+    if not mask.any():
+        return mask, None
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    my, mx = int(margin * h), int(margin * w)
+    return mask, (max(int(xs.min()) - mx, 0), max(int(ys.min()) - my, 0),
+                  min(int(xs.max()) + 1 + mx, w), min(int(ys.max()) + 1 + my, h))
+
+
 def lung_only(image: Image.Image, field: LungField, margin: float = 0.05, dilate_fraction: float = 0.03) -> Image.Image:
     """The X-ray cropped to its lung field's bounding box (plus ``margin``) and black outside
     the slightly dilated field: the input of the lung-only experiment (issue 19).
 
-    Raises ``ValueError`` for an implausible field: such an image should be left out, not cropped.
+    Raises ``ValueError`` for an implausible field (``lung_only_set`` decides to keep those);
+    an empty field gives a black image.
     """
-    from medmodels.explain.localise import dilate
-
     if not field.plausible:
         raise ValueError(field.note)
-    mask = dilate(field.image_mask(), dilate_fraction)
-    if not mask.any():  # nothing found: nothing of the image is shown
+    mask, box = _lung_crop(field, margin, dilate_fraction)
+    if box is None:  # nothing found: nothing of the image is shown
         return Image.new("RGB", image.size)
-    ys, xs = np.nonzero(mask)
-    h, w = mask.shape
-    my, mx = int(margin * h), int(margin * w)
-    y0, y1 = max(int(ys.min()) - my, 0), min(int(ys.max()) + 1 + my, h)
-    x0, x1 = max(int(xs.min()) - mx, 0), min(int(xs.max()) + 1 + mx, w)
     rgb = np.asarray(image.convert("RGB")).copy()
     rgb[~mask] = 0
+    x0, y0, x1, y1 = box
     return Image.fromarray(rgb[y0:y1, x0:x1])
+
+
+def lung_only_region(field: LungField, margin: float = 0.05, dilate_fraction: float = 0.03) -> np.ndarray:
+    """The (undilated) lung field in the pixels of ``lung_only``'s output, for scoring its maps."""
+    plain = field.image_mask()
+    _, box = _lung_crop(field, margin, dilate_fraction)
+    if box is None:
+        return np.zeros_like(plain)
+    x0, y0, x1, y1 = box
+    return plain[y0:y1, x0:x1]
 
 
 def lung_only_set(data: Any, batch_size: int = 8) -> Any:

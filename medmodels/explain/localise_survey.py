@@ -399,3 +399,66 @@ def stored_summary(task: str, names: list[str], method: str = "gradcam",
 
     return (f"Over each model's whole test split (stored survey), the share of {METHODS[method]} inside "
             f"the {rec.get('region', 'region')}: " + ", ".join(parts) + f"; chance {_pct(chance)}.")
+
+
+def survey_lung_only(task: str, name: str, base: str, state_file: Path, cfg: SurveyConfig = SurveyConfig(),
+                     methods: tuple[str, ...] = SINGLE_PASS + MULTI_PASS, out: Path | None = None) -> Path:
+    """Localisation of a lung-only model (issue 19) on the test split of the shipped ``base`` model.
+
+    The model (architecture of ``task/base``, weights from ``state_file``, e.g. the fold-1
+    model kept in the engine's fold cache) sees ``lung_only`` crops; its maps are scored
+    against the lung field cropped the same way. Images whose field is flagged are not
+    scored, as in the full-image survey. Written into ``weights/<task>/localisation.json``
+    under ``name``, marked ``inputs: lung_only``.
+    """
+    import dataclasses as dc
+
+    from PIL import Image
+
+    from medmodels.data.images import load_image
+    from medmodels.data.transforms import resize_for_model
+    from medmodels.hub import HubSettings, load_trained
+    from medmodels.lungs import lung_only, lung_only_region
+    from medmodels.zoo.registry import build_arch
+
+    torch.set_num_threads(cfg.threads)
+    _, card = load_trained(task, base)
+    entry = card.entry
+    model = build_arch(entry)
+    model.load_state_dict(torch.load(state_file, map_location="cpu", weights_only=True))
+    model.eval()
+    samples = test_samples(card)
+    originals = [load_image(s.source, s.name) for s in samples]
+    fields = lung_fields_for(samples, originals, cfg.batch_size)
+    plausible = [i for i, s in enumerate(samples) if fields[s.name].plausible]
+    inputs = {i: lung_only(originals[i], fields[samples[i].name]) for i in plausible}
+    regions = {}
+    for i in plausible:
+        crop = Image.fromarray(lung_only_region(fields[samples[i].name]).astype(np.uint8) * 255)
+        regions[i] = np.asarray(resize_for_model(crop, entry.preprocess))[..., 0] > 127
+    multi = set(_subset(samples, cfg.max_multi_pass_images, cfg.seed))
+    from medmodels.data.transforms import preprocess_batch
+    from medmodels.explain import explain
+    from medmodels.explain.localise import positive_share
+
+    result: dict[str, Any] = {"test_images": len(samples), "inputs": "lung_only", "base_model": base,
+                              "weights": str(state_file.name), "implausible_lung_fields": len(samples) - len(plausible),
+                              "methods": {}}
+    for method in methods:
+        idx = [i for i in plausible if method in SINGLE_PASS or i in multi]
+        scores: list[tuple[LocalisationScore, ...]] = []
+        t0 = time.perf_counter()
+        for start in range(0, len(idx), cfg.batch_size):
+            chunk = idx[start:start + cfg.batch_size]
+            batch = preprocess_batch([inputs[i] for i in chunk], entry.preprocess)
+            maps = explain(model, entry, batch, method=method,
+                           settings=_settings(cfg, method, entry.preprocess.input_size)).maps
+            scores += [(positive_share(m, regions[i], "lung field"),) for i, m in zip(chunk, maps)]
+        result["methods"][method] = _aggregate(scores, time.perf_counter() - t0)
+        log.info("%s/%s %s: %s", task, name, method, result["methods"][method].get("inside_mean"))
+    out = out or HubSettings.from_env().weights_dir / task / RECORD_FILE
+    record = json.loads(out.read_text()) if out.is_file() else {"task": task, "models": {}}
+    result["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    record.setdefault("models", {})[name] = result
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    return out
