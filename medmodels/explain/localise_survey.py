@@ -378,6 +378,10 @@ def localisation_table(weights_dir: Path | None = None) -> str:
                              f"{_pct(m.get('chance_mean'))} | {ratio} |")
         for name, why in rec.get("skipped", {}).items():
             lines.append(f"| {task} | {name} | – | 0 | not surveyed: {why} | | |")
+    lung_only = lung_only_table(weights_dir)
+    if lung_only:
+        lines += ["", "**Lung-only inputs** (issue 19): the same architecture and fold trained on X-rays cropped to "
+                  "the predicted lung field and black outside it, beside the full-image model.", "", lung_only.rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -462,3 +466,61 @@ def survey_lung_only(task: str, name: str, base: str, state_file: Path, cfg: Sur
     record.setdefault("models", {})[name] = result
     out.write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+# --------------------------------------------------------------------------- lung-only experiment
+
+#: (full-image model, its lung-only run folder below it): the issue-19 comparison pairs
+LUNG_ONLY_RUNS = (("covid", "mobilenet_v2", "mobilenet_v2_lungs"),)
+
+
+def lung_only_rows(weights_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Full-image vs lung-only model, side by side, from their run records (empty until run).
+
+    Balanced accuracy on the same held-out fold, the Actualmed same-source audit, how
+    predictable the image source is from the inputs, and the Grad-CAM share inside the lungs.
+    """
+    from medmodels.hub import HubSettings
+
+    base = weights_dir or HubSettings.from_env().weights_dir
+    rows = []
+    for task, full, lungs in LUNG_ONLY_RUNS:
+        paths = {"full": base / task / full / "metrics.json", "lung_only": base / task / full / lungs / "metrics.json"}
+        if not all(p.is_file() for p in paths.values()):
+            continue
+        loc = (read_records(base).get(task) or {}).get("models", {})
+        audits = {"full": base / task / "source_audit.json", "lung_only": base / task / "source_audit_lung_only.json"}
+        for kind, path in paths.items():
+            m = json.loads(path.read_text())
+            test = (m.get("test") or {}).get("metrics") or {}
+            actual = (((m.get("audit") or {}).get("actualmed") or {}).get("metrics")) or {}
+            src = json.loads(audits[kind].read_text()) if audits[kind].is_file() else {}
+            cam = ((loc.get(full if kind == "full" else lungs) or {}).get("methods") or {}).get("gradcam") or {}
+            rows.append({
+                "task": task, "model": full if kind == "full" else lungs, "inputs": kind.replace("_", "-"),
+                "test": m.get("test_is", ""), "balanced_accuracy": test.get("balanced_accuracy"),
+                "roc_auc": test.get("roc_auc"), "actualmed_balanced_accuracy": actual.get("balanced_accuracy"),
+                "actualmed_roc_auc": actual.get("roc_auc"), "source_accuracy": src.get("accuracy_mean"),
+                "gradcam_inside_lungs": cam.get("inside_mean"), "gradcam_chance": cam.get("chance_mean"),
+            })
+    return rows
+
+
+def lung_only_table(weights_dir: Path | None = None) -> str:
+    """Markdown of :func:`lung_only_rows` (empty string until the lung-only run exists)."""
+    rows = lung_only_rows(weights_dir)
+    if not rows:
+        return ""
+
+    def f(v: Any) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    lines = ["| model | inputs | balanced acc. (fold 1) | ROC AUC | Actualmed balanced acc. | Actualmed ROC AUC "
+             "| source predictable (acc.) | Grad-CAM inside lungs (chance) |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        cam = "–" if r["gradcam_inside_lungs"] is None else \
+            f"{100 * r['gradcam_inside_lungs']:.0f} % ({100 * r['gradcam_chance']:.0f} %)"
+        lines.append(f"| {r['task']}/{r['model']} | {r['inputs']} | {f(r['balanced_accuracy'])} | {f(r['roc_auc'])} | "
+                     f"{f(r['actualmed_balanced_accuracy'])} | {f(r['actualmed_roc_auc'])} | "
+                     f"{f(r['source_accuracy'])} | {cam} |")
+    return "\n".join(lines) + "\n"
