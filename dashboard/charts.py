@@ -180,11 +180,17 @@ def row_normalised(matrix: Sequence[Sequence[int]]) -> list[list[float]]:
     return np.divide(m, sums, out=np.zeros_like(m), where=sums > 0).tolist()
 
 
-def faithfulness_curves(result: Mapping[str, Sequence[float]], title: str) -> go.Figure:
-    """Deletion and insertion curves of one map."""
+def faithfulness_curves(result: object, title: str) -> go.Figure:
+    """Deletion and insertion curves of one map (a ``FaithfulnessResult`` of one image), each
+    beside the same curve for a random pixel order (dashed)."""
     fig = go.Figure()
-    fig.add_scatter(x=result["fractions"], y=result["deletion_curve"], name="deletion", mode="lines")
-    fig.add_scatter(x=result["fractions"], y=result["insertion_curve"], name="insertion", mode="lines")
+    x = [float(v) for v in result.fractions]  # type: ignore[attr-defined]
+    for i, (kind, color) in enumerate((("deletion", PALETTE[1]), ("insertion", PALETTE[0]))):
+        y = getattr(result, f"{kind}_curve")[0]
+        rnd = getattr(result, f"random_{kind}_curve")[0]
+        fig.add_scatter(x=x, y=[float(v) for v in y], name=kind, mode="lines", line=dict(color=color))
+        fig.add_scatter(x=x, y=[float(v) for v in rnd], name=f"{kind}, random order", mode="lines",
+                        line=dict(color=color, dash="dash"))
     fig.update_yaxes(range=[0, 1.02])
     _layout(fig, title, "fraction of pixels removed / inserted", "probability of the class")
     fig.update_layout(height=300)

@@ -181,11 +181,12 @@ def digest(data: bytes) -> str:
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def weights_status(task: str, name: str) -> tuple[bool, str]:
-    """Cached briefly: training jobs may add weights while the dashboard runs."""
-    from medmodels.hub import weights_status as status
+def has_weights(task: str, name: str) -> tuple[bool, str]:
+    """``medmodels.hub.weights_status``: (available, where or why not), cached briefly since
+    training jobs may add weights while the dashboard runs."""
+    from medmodels.hub import weights_status
 
-    return status(task, name)
+    return weights_status(task, name)
 
 
 @st.cache_resource(show_spinner="Loading model weights…", max_entries=24)
@@ -226,7 +227,7 @@ def model_choice(task: str, families: Sequence[str] | None = None) -> ModelChoic
     for entry in list_models(task):
         if families is not None and entry.family not in families:
             continue
-        ok, reason = weights_status(task, entry.name)
+        ok, reason = has_weights(task, entry.name)
         (available.append(entry) if ok else missing.append((entry, reason)))
     return ModelChoice(available, missing)
 
@@ -283,15 +284,6 @@ def decode_image(key: str, name: str, _data: bytes):  # noqa: ANN202 - PIL.Image
 SESSION_MAX_PIXELS = 400_000_000
 """Pixels of the images one Explore session holds at once (ten 6300 x 6300 uploads): bounds the
 decoding work one browser tab can ask of the server."""
-
-
-@st.cache_data(show_spinner=False, max_entries=1024, max_size="128MB", ttl=3600)
-def model_view(task: str, name: str, key: str, _image):  # noqa: ANN001, ANN202
-    """What the model sees (resized, padded, grayscale as its preprocessing says)."""
-    from medmodels.data.transforms import model_view as view
-    from medmodels.zoo.registry import get_entry
-
-    return view(_image, get_entry(task, name).preprocess)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""Cached calls into the library: predictions, explanations, faithfulness, evaluations.
+"""The dashboard's caches of library results: predictions, explanations, evaluations, timings.
 
-Nothing is computed here: each function calls one ``medmodels`` function and caches its
-result, keyed on the content hash of the input (``key``), the model and the settings.
-Arguments starting with ``_`` are not hashed by Streamlit (their hash is in ``key``).
-Cached values are plain data (dicts, numpy arrays) so that every session gets its own copy.
+Each function calls one ``medmodels`` function and caches the object it returns as it is
+(``ImageExplanation``, ``Evaluation``, ``SanityResult``), keyed on the content hash of the input
+(``key``), the model and the settings; the pages only lay those objects out. Arguments starting
+with ``_`` are not hashed by Streamlit (``key`` stands for them). ``st.cache_data`` pickles, so
+every session gets its own copy; labelled sets are held per session or as shared resources.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ log = logging.getLogger("dashboard")
 
 
 @st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
-def probabilities(task: str, name: str, key: str, _image: Any) -> np.ndarray:
-    """Class probabilities [C] of one image."""
+def image_probabilities(task: str, name: str, key: str, _image: Any) -> np.ndarray:
+    """Class probabilities [C] of one image by one model."""
     from medmodels.data.transforms import preprocess_batch
     from medmodels.explain import model_lock
     from medmodels.inference import predict_proba
@@ -32,70 +33,28 @@ def probabilities(task: str, name: str, key: str, _image: Any) -> np.ndarray:
         return predict_proba(model, batch)[0]
 
 
-@st.cache_data(show_spinner=False, max_entries=1024, max_size="256MB", ttl=3600)
-def explanation(task: str, name: str, key: str, method: str, settings: Any, _image: Any) -> dict:
-    """One attribution map ([H, W]) for the predicted class, and what produced it."""
-    from medmodels.data.transforms import preprocess_batch
-    from medmodels.explain import explain
+@st.cache_data(show_spinner=False, max_entries=256, max_size="256MB", ttl=3600)
+def explained(task: str, name: str, key: str, methods: tuple[str, ...], settings: Any,
+              faithfulness_steps: int | None, _image: Any, _field: Any = None, _box: Any = None):  # noqa: ANN201
+    """``medmodels.explain.image.explain_image``: the image's maps by one model for ``methods``,
+    with their faithfulness (``faithfulness_steps``, None: not scored) and localisation scores
+    (``_field``/``_box`` follow from the image, so ``key`` stands for them), and the model view."""
+    from medmodels.explain.image import explain_image
 
     model, card = trained_model(task, name)
-    batch = preprocess_batch([_image], card.entry.preprocess)
-    exp = explain(model, card.entry, batch, method=method, settings=settings)
-    extra = {k: v for k, v in exp.extra.items() if isinstance(v, (int, float, str))}
-    return {
-        "map": exp.maps[0],
-        "signed": bool(exp.signed),
-        "target": int(exp.target[0]),
-        "probability": float(exp.probs[0]),
-        "seconds": float(exp.seconds),
-        "extra": extra,
-    }
-
-
-@st.cache_data(show_spinner=False, max_entries=1024, ttl=3600)
-def faithfulness(task: str, name: str, key: str, method: str, settings: Any, steps: int, _image: Any) -> dict:
-    """Deletion/insertion AUCs of a map against a random pixel order (same baseline as IG)."""
-    from medmodels.data.transforms import preprocess_batch
-    from medmodels.explain import deletion_insertion
-
-    exp = explanation(task, name, key, method, settings, _image)
-    model, card = trained_model(task, name)
-    batch = preprocess_batch([_image], card.entry.preprocess)
-    result = deletion_insertion(
-        model,
-        batch,
-        exp["map"][None],
-        exp["target"],
-        steps=steps,
-        baseline=settings.ig_baseline,
-        preprocess=card.entry.preprocess,
-    )
-    return {
-        "deletion_auc": float(result.deletion_auc[0]),
-        "insertion_auc": float(result.insertion_auc[0]),
-        "random_deletion_auc": float(result.random_deletion_auc[0]),
-        "random_insertion_auc": float(result.random_insertion_auc[0]),
-        "baseline": result.baseline,
-        "fractions": result.fractions.tolist(),
-        "deletion_curve": result.deletion_curve[0].tolist(),
-        "insertion_curve": result.insertion_curve[0].tolist(),
-    }
+    return explain_image(model, card.entry, _image, methods, settings,
+                         faithfulness_steps=faithfulness_steps, field=_field, box=_box)
 
 
 @st.cache_data(show_spinner=False, max_entries=64, max_size="128MB", ttl=3600)
-def sanity(task: str, name: str, key: str, method: str, settings: Any, layers: int, _image: Any) -> dict:
+def sanity(task: str, name: str, key: str, method: str, settings: Any, layers: int, _image: Any):  # noqa: ANN201
     """Cascading model-randomisation check: rank correlation with the original map per layer."""
     from medmodels.data.transforms import preprocess_batch
     from medmodels.explain import randomisation_check
 
     model, card = trained_model(task, name)
     batch = preprocess_batch([_image], card.entry.preprocess)
-    result = randomisation_check(model, card.entry, batch, None, method, settings, layers=layers)
-    return {
-        "layers": list(result.layer_names),
-        "spearman": result.spearman[:, 0].tolist(),
-        "maps": result.randomised_maps[:, 0],
-    }
+    return randomisation_check(model, card.entry, batch, None, method, settings, layers=layers)
 
 
 # --------------------------------------------------------------------------- labelled sets
@@ -139,7 +98,7 @@ def labelled_folder(path: str, classes: tuple[str, ...]):  # noqa: ANN201 - Labe
 
 
 @st.cache_resource(show_spinner=False, max_entries=8, ttl=3600)
-def held_out(task: str, name: str):  # noqa: ANN201 - LabelledSet
+def model_test_split(task: str, name: str):  # noqa: ANN201 - LabelledSet
     """The test split a shipped model was scored on (needs ../shared/data)."""
     from medmodels.evaluate import held_out_set
 

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import compute
-from dashboard.common import EXAMPLES_DIR, digest, trained_model
+from dashboard.common import EXAMPLES_DIR, as_text, digest, trained_model
 
 SOURCES = {
     "upload": "Upload a labelled test set (zip)",
@@ -76,9 +76,35 @@ def examples_set(task: Any) -> TestSet:
     return TestSet(labelled, f"examples:{task.name}", "bundled examples")
 
 
-def held_out_set(task: Any, name: str) -> TestSet:
-    labelled = compute.held_out(task.name, name)
+def test_split_set(task: Any, name: str) -> TestSet:
+    """The model's own held-out split (``medmodels.evaluate.held_out_set``) as a page's test set."""
+    labelled = compute.model_test_split(task.name, name)
     return TestSet(labelled, f"heldout:{task.name}:{name}", "held-out test split")
+
+
+def test_sets(task: Any, entries: list, source: str) -> dict[str, TestSet]:
+    """The labelled set each model is evaluated on: one upload or bundled set shared by all, or
+    each model's own held-out split (a model without one gets a warning; the others still run)."""
+    from medmodels.errors import MedModelsError
+
+    if source == "upload":
+        archive, labels_csv = upload_widgets(task)
+        if archive is None:
+            st.info("Upload a zip to evaluate, or choose a bundled set above.")
+            st.stop()
+        with st.spinner("Reading the zip (in memory)…"):
+            shared = uploaded_set(task, archive, labels_csv)
+    elif source == "examples":
+        shared = examples_set(task)
+    else:
+        sets = {}
+        for e in entries:
+            try:
+                sets[e.name] = test_split_set(task, e.name)
+            except MedModelsError as err:
+                st.warning(as_text(f"{e.title}: {err} The bundled example images can be used instead."))
+        return sets
+    return {e.name: shared for e in entries}
 
 
 def show_skipped(data: Any) -> None:
@@ -181,3 +207,37 @@ def cv_summary(task: Any, name: str) -> pd.DataFrame | None:
 def cv_note(task: Any, name: str) -> str | None:
     record = trained_model(task.name, name)[1].record
     return record.cv.note if record is not None and record.cv is not None else None
+
+
+def show_stored_cv(task: Any, names: list[str], titles: dict[str, str]) -> None:
+    """Per-fold tables and curves of the training runs' cross-validation (stored with the weights)."""
+    from dashboard import charts
+    from dashboard.common import page_errors
+    from medmodels.metrics import mean_curve
+
+    def has_cv(name: str) -> bool:
+        card = trained_model(task.name, name)[1]
+        return (card.record is not None and card.record.cv is not None) or (card.folder / "predictions.csv").is_file()
+
+    cv_models = [n for n in names if has_cv(n)]
+    if not cv_models:
+        return
+    st.subheader("Cross-validation (stored with the weights)")
+    st.caption("Per-fold curves of the training run's cross-validation, and their mean ± one standard deviation.")
+    for name in cv_models:
+        with page_errors("Cross-validation curves"):
+            folds = cv_fold_curves(task, name)
+            summary = cv_summary(task, name)
+            st.markdown(f"**{titles[name]}**")
+            if summary is not None:
+                show_metric_table(summary.T, f"evaluate_cv_table_{name}")
+            if cv_note(task, name):
+                st.caption(cv_note(task, name))
+            if folds["roc"]:
+                c1, c2 = st.columns(2)
+                for col, kind in ((c1, "roc"), (c2, "pr")):
+                    curves = {f"fold {i + 1}": c for i, c in enumerate(folds[kind])}
+                    curves["mean"] = mean_curve(folds[kind])
+                    col.plotly_chart(charts.curves(curves, kind), key=f"evaluate_cv_{kind}_{name}")
+            elif summary is None:
+                st.caption("No per-fold data stored for this model.")

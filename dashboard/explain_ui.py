@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
 from dashboard import compute
-from dashboard.common import InputImage, as_text, model_view, trained_model
+from dashboard.common import InputImage, as_text, trained_model
 
 COLORMAPS = ("auto", "jet", "turbo", "viridis", "inferno", "magma", "hot", "RdBu_r", "coolwarm")
 TILE = 224
@@ -89,15 +88,6 @@ def settings_panel(
     return methods, settings, Display(opacity, colormap, faith)
 
 
-def overlay(task: str, name: str, item: InputImage, exp: dict, display: Display) -> Image.Image:
-    from medmodels.explain import render_overlay
-
-    base = model_view(task, name, item.key, item.image)
-    return render_overlay(
-        base, exp["map"], colormap=display.cmap, opacity=display.opacity, signed=exp["signed"]
-    )
-
-
 @st.cache_data(show_spinner=False, max_entries=256, max_size="128MB", ttl=3600)
 def lung_field(key: str, _image: Any) -> Any:
     """The image's predicted lung field (``medmodels.lungs.LungField``), or why there is none."""
@@ -113,18 +103,22 @@ def lung_field(key: str, _image: Any) -> Any:
         return segment_lungs(_image, model)
 
 
-def localisation(entry: Any, item: InputImage, attribution: Any) -> tuple[list, Any]:
-    """(scores, lung field or None) for one map: lungs for X-rays, the cell box of a bundled WBC example."""
-    from medmodels.explain.localise import LocalisationScore, bundled_box, map_scores
+def region(entry: Any, item: InputImage) -> tuple[Any, Any]:
+    """(lung field, cell box) the maps are scored against: the predicted lung field of an X-ray
+    (or why there is none), the labelled cell's box of a bundled WBC example."""
+    from medmodels.explain.localise import bundled_box
 
-    modality = entry.task_spec.modality
-    if modality == "x-ray":
-        field = lung_field(item.key, item.image)
-        if isinstance(field, str):
-            return [LocalisationScore("lung field", None, None, field)], None
-        return map_scores(attribution, entry.preprocess, modality, field=field), field
-    box = bundled_box(item.image)
-    return map_scores(attribution, entry.preprocess, modality, box=box, image_size=item.image.size), None
+    if entry.task_spec.modality == "x-ray":
+        return lung_field(item.key, item.image), None
+    return None, bundled_box(item.image)
+
+
+def explained(task: str, entry: Any, item: InputImage, methods: Sequence[str], settings: Any,
+              faithfulness_steps: int | None = None) -> Any:
+    """``compute.explained`` (an ``ImageExplanation``) with the image's scoring region."""
+    field, box = region(entry, item)
+    return compute.explained(task, entry.name, item.key, tuple(methods), settings, faithfulness_steps,
+                             item.image, field, box)
 
 
 def with_outline(picture: Image.Image, field: Any, entry: Any) -> Image.Image:
@@ -159,11 +153,20 @@ def details(extra: dict) -> str:
     return (" · " + ", ".join(parts)) if parts else ""
 
 
-def faith_caption(f: dict) -> str:
+def faith_caption(f: dict[str, float]) -> str:
     return (
         f"deletion {f['deletion_auc']:.3f} ↓ (random {f['random_deletion_auc']:.3f}) · "
         f"insertion {f['insertion_auc']:.3f} ↑ (random {f['random_insertion_auc']:.3f})"
     )
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What the explanation grid showed: the numbers per model and method, and the labelled tiles
+    (rows = models: model view, then one overlay per method) for the figure download."""
+
+    numbers: dict[str, Any]
+    tiles: list[list[tuple[str, Image.Image]]]
 
 
 def explanation_grid(
@@ -174,16 +177,13 @@ def explanation_grid(
     settings: Any,
     display: Display,
     key: str,
-) -> dict:
-    """Rows = models, columns = methods; returns the numbers and tiles for the downloads."""
+) -> Grid:
+    """Rows = models, columns = methods: each model's ``ImageExplanation`` laid out."""
     from medmodels.explain import METHODS
 
-    classes = entries[0].classes if entries else ()
-    results: dict[str, Any] = {"image": item.name, "settings": dataclasses.asdict(settings), "models": {}}
+    numbers: dict[str, Any] = {}
     tiles: list[list[tuple[str, Image.Image]]] = []
-    total = len(entries) * len(methods)
-    bar = st.progress(0.0, text="Computing explanations…") if total else None
-    done = 0
+    bar = st.progress(0.0, text="Computing explanations…") if entries and methods else None
     width = max(4, 1 + len(methods))  # tiles no wider than a quarter of the page
     if display.faithfulness:
         st.caption(FAITH_LEGEND)
@@ -191,64 +191,57 @@ def explanation_grid(
     header[0].markdown("**What the model sees**")
     for col, m in zip(header[1:], methods):
         col.markdown(f"**{METHODS[m]}**")
-    for entry in entries:
+    for done, entry in enumerate(entries, 1):
+        result = explained(task, entry, item, methods, settings,
+                           display.faithfulness_steps if display.faithfulness else None)
+        field = region(entry, item)[0] if display.lung_outline and entry.task_spec.modality == "x-ray" else None
+        outlined = (lambda picture: with_outline(picture, field, entry)) if field is not None and not isinstance(
+            field, str) else (lambda picture: picture)
         cols = st.columns(width)
-        view = model_view(task, entry.name, item.key, item.image)
-        if display.lung_outline and entry.task_spec.modality == "x-ray":
-            field = lung_field(item.key, item.image)
-            view = view if isinstance(field, str) else with_outline(view, field, entry)
+        view = outlined(result.view)
         cols[0].image(view, caption=entry.title, width="stretch")
         row = [(entry.title, view)]
-        numbers: dict[str, Any] = {}
         for col, method in zip(cols[1:], methods):
-            with col:
-                exp = compute.explanation(task, entry.name, item.key, method, settings, item.image)
-                picture = overlay(task, entry.name, item, exp, display)
-                scores, field = localisation(entry, item, exp["map"])
-                if display.lung_outline and field is not None:
-                    picture = with_outline(picture, field, entry)
-                st.image(
-                    picture,
-                    width="stretch",
-                    caption=f"{classes[exp['target']]} ({exp['probability']:.2f}) · {exp['seconds']:.2f} s"
-                    + details(exp["extra"]),
-                )
-                if scores:
-                    st.caption(score_caption(scores))
-                entry_numbers: dict[str, Any] = {
-                    "target": classes[exp["target"]],
-                    "probability": exp["probability"],
-                    "seconds": exp["seconds"],
-                    **exp["extra"],
-                    "localisation": [sc.to_dict() for sc in scores],
-                }
-                if display.faithfulness:
-                    f = compute.faithfulness(
-                        task, entry.name, item.key, method, settings, display.faithfulness_steps, item.image
-                    )
-                    st.caption(faith_caption(f))
-                    entry_numbers.update(
-                        {
-                            k: f[k]
-                            for k in (
-                                "deletion_auc",
-                                "insertion_auc",
-                                "random_deletion_auc",
-                                "random_insertion_auc",
-                            )
-                        }
-                    )
-                numbers[method] = entry_numbers
-                row.append((METHODS[method], picture))
-            done += 1
-            if bar:
-                bar.progress(done / total, text=f"Computed {done} of {total} explanations")
-        results["models"][entry.name] = numbers
+            m = result.maps[method]
+            picture = outlined(result.overlay(method, display.cmap, display.opacity))
+            col.image(
+                picture,
+                width="stretch",
+                caption=f"{result.classes[m.target]} ({m.probability:.2f}) · {m.seconds:.2f} s" + details(m.extra),
+            )
+            if m.localisation:
+                col.caption(score_caption(m.localisation))
+            if m.faithfulness is not None:
+                col.caption(faith_caption(m.faithfulness_numbers()))
+            row.append((METHODS[method], picture))
+        numbers[entry.name] = result.numbers()
         tiles.append(row)
+        if bar:
+            bar.progress(done / len(entries), text=f"Computed the explanations of {done} of {len(entries)} models")
     if bar:
         bar.empty()
-    results["_tiles"] = tiles
-    return results
+    return Grid(numbers, tiles)
+
+
+def faithfulness_section(task: str, entries: Sequence[Any], item: InputImage, methods: Sequence[str],
+                         settings: Any, display: Display, key: str) -> None:
+    """The deletion and insertion curves behind the AUCs under one map (from the cached result)."""
+    from dashboard import charts
+    from medmodels.explain import METHODS
+
+    if not display.faithfulness or not entries or not methods:
+        return
+    with st.expander("Deletion and insertion curves behind the faithfulness scores"):
+        c1, c2 = st.columns(2)
+        titles = {e.name: e.title for e in entries}
+        name = c1.selectbox("Model", list(titles), format_func=titles.__getitem__, key=f"{key}_faith_model")
+        method = c2.selectbox("Method", list(methods), format_func=METHODS.__getitem__, key=f"{key}_faith_method")
+        entry = next(e for e in entries if e.name == name)
+        result = explained(task, entry, item, methods, settings, display.faithfulness_steps)
+        st.plotly_chart(
+            charts.faithfulness_curves(result.maps[method].faithfulness, f"{entry.title}: {METHODS[method]}"),
+            key=f"{key}_faith_chart",
+        )
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -357,13 +350,14 @@ def localisation_section(task: Any, entries: Sequence[Any], sets: dict, key: str
         st.warning(f"{as_text(name)}: {as_text(problem)}; its box is skipped.")
 
 
-def lung_share_columns(entries: Sequence[Any], item: InputImage, maps: dict) -> dict:
-    """Compare's per-image columns: each model's share of its map inside the lung field."""
+def lung_share_columns(entries: Sequence[Any], maps: dict) -> dict:
+    """Compare's per-image columns: each model's share of its map (a ``MethodMap``) inside the lung field."""
     out: dict[str, Any] = {}
+    chance = None
     for e in entries:
         if e.task_spec.modality != "x-ray":
             return {}
-        scores, _ = localisation(e, item, maps[e.name]["map"])
+        scores = maps[e.name].localisation
         out[f"inside lungs: {e.title}"] = scores[0].inside if scores else None
         chance = scores[0].chance if scores else None
     return {**out, "lung field's share (chance)": chance} if out else out

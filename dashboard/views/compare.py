@@ -16,8 +16,8 @@ from dashboard.common import (
     task_picker,
     trained_model,
 )
-from dashboard.explain_ui import Display, lung_share_caption, lung_share_columns, overlay
-from medmodels.latency import stored_latency
+from dashboard import compare_ui as cmp
+from dashboard.explain_ui import explained, lung_share_caption, lung_share_columns
 
 MODES = {
     "kd": ("Teacher vs student (knowledge distillation)", ("teacher", "student")),
@@ -30,7 +30,7 @@ page_header(
     "disagree and how similar their Grad-CAMs are.",
 )
 
-from medmodels.zoo.registry import count_parameters, list_models, list_tasks  # noqa: E402
+from medmodels.zoo.registry import list_models, list_tasks  # noqa: E402
 
 mode = st.radio(
     "Comparison", list(MODES), format_func=lambda m: MODES[m][0], horizontal=True, key="compare_mode"
@@ -72,43 +72,7 @@ with page_errors("Loading the models"):
         with st.spinner("Timing batch-1 inference…"):
             for e in chosen:
                 measured[e.key] = compute.latency(task.name, e.name)["ms_per_image_batch1"]
-    records = {n: c.record for n, (_, c) in loaded.items() if c.record is not None}
-    weights_dirs = {c.folder.parent.parent for _, c in loaded.values()}
-    stored = stored_latency(task.name, next(iter(weights_dirs)) if len(weights_dirs) == 1 else None, records)
-    stored_label = ("CPU ms / image, timed together (stored)" if stored.same_run
-                    else "CPU ms / image, after training")
-    rows = []
-    for e in chosen:
-        model, card = loaded[e.name]
-        weights = card.folder / "model.safetensors"
-        rows.append(
-            {
-                "model": e.title,
-                "parameters": count_parameters(model),
-                "size on disk (MB)": weights.stat().st_size / 1e6 if weights.is_file() else None,
-                "CPU ms / image, measured now": measured.get(e.key),
-                stored_label: stored.ms_batch1.get(e.name),
-                "training time (s)": card.record.training.seconds if card.record else None,
-            }
-        )
-    st.dataframe(
-        pd.DataFrame(rows).set_index("model"),
-        width="stretch",
-        key="compare_size",
-        column_config={
-            "parameters": st.column_config.NumberColumn(format="localized"),
-            "size on disk (MB)": st.column_config.NumberColumn(format="%.2f"),
-            "CPU ms / image, measured now": st.column_config.NumberColumn(format="%.2f"),
-            stored_label: st.column_config.NumberColumn(format="%.2f"),
-            "training time (s)": st.column_config.NumberColumn(format="%.0f"),
-        },
-    )
-    if stored.same_run:
-        st.caption(f"Stored latency: both models timed in one process, one after the other, on "
-                   f"{stored.measured[:10]} (batch 1, one thread), so the two numbers compare.")
-    else:
-        st.caption("Stored latency: each model timed right after its own training, perhaps beside other "
-                   "jobs on the machine, so the two numbers may not compare; measure them now to be sure.")
+    cmp.size_table(task, chosen, loaded, measured)
     if not measured.get(a.key):
         st.caption("Latency is measured on demand: it takes a few seconds of this machine's CPU.")
 
@@ -134,7 +98,7 @@ source = st.radio(
 )
 test = None
 with page_errors("Comparing predictions"):
-    test = ui.examples_set(task) if source == "examples" else ui.held_out_set(task, a.name)
+    test = ui.examples_set(task) if source == "examples" else ui.test_split_set(task, a.name)
     res = {e.name: compute.evaluation(task.name, e.name, test.key, e.title, test.data) for e in chosen}
     from medmodels.metrics import prediction_agreement
 
@@ -179,20 +143,18 @@ with page_errors("Comparing Grad-CAMs"):
     rows, pairs = [], []
     for s in list(test.data.samples)[:count]:
         item = sample_input(s, task.classes)
-        maps = {
-            e.name: compute.explanation(task.name, e.name, item.key, "gradcam", settings, item.image)
-            for e in chosen
-        }
+        results = {e.name: explained(task.name, e, item, ("gradcam",), settings) for e in chosen}
+        maps = {name: r.maps["gradcam"] for name, r in results.items()}
         rows.append(
             {
                 "image": s.name,
                 "truth": item.label,
-                "rank correlation (Spearman)": map_rank_correlation(maps[a.name]["map"], maps[b.name]["map"]),
-                f"IoU of top {fraction:.0%}": topk_iou(maps[a.name]["map"], maps[b.name]["map"], fraction),
-                **lung_share_columns(chosen, item, maps),
+                "rank correlation (Spearman)": map_rank_correlation(maps[a.name].map, maps[b.name].map),
+                f"IoU of top {fraction:.0%}": topk_iou(maps[a.name].map, maps[b.name].map, fraction),
+                **lung_share_columns(chosen, maps),
             }
         )
-        pairs.append((item, maps))
+        pairs.append((item, results))
     table = pd.DataFrame(rows)
     st.dataframe(table, hide_index=True, width="stretch", key="compare_cam_table")
     st.caption(
@@ -206,17 +168,4 @@ with page_errors("Comparing Grad-CAMs"):
 
         if stored_summary(task.name, [e.name for e in chosen]):
             st.caption(stored_summary(task.name, [e.name for e in chosen]))
-    display = Display(opacity=0.5)
-    shown = pairs[:6]
-    for start in range(0, len(shown), 2):  # two (image, map A, map B) triplets per row
-        cols = st.columns(6)
-        for offset, (item, maps) in enumerate(shown[start : start + 2]):
-            triplet = cols[3 * offset : 3 * offset + 3]
-            triplet[0].image(item.image, caption=item.name, width="stretch")
-            for col, e in zip(triplet[1:], chosen):
-                m = maps[e.name]
-                col.image(
-                    overlay(task.name, e.name, item, m, display),
-                    width="stretch",
-                    caption=f"{e.title}: {task.classes[m['target']]} ({m['probability']:.2f})",
-                )
+    cmp.cam_gallery(task, chosen, pairs[:6])

@@ -18,7 +18,6 @@ from dashboard.common import (
 )
 from dashboard.explain_ui import explanation_grid, localisation_section, settings_panel
 from medmodels.csv_safety import frame_to_csv
-from medmodels.errors import MedModelsError
 
 page_header(
     "Evaluate",
@@ -34,23 +33,7 @@ source = st.radio(
 
 sets: dict[str, ui.TestSet] = {}
 with page_errors("Reading the test set"):
-    if source == "upload":
-        archive, labels_csv = ui.upload_widgets(task)
-        if archive is None:
-            st.info("Upload a zip to evaluate, or choose a bundled set above.")
-            st.stop()
-        with st.spinner("Reading the zip (in memory)…"):
-            shared = ui.uploaded_set(task, archive, labels_csv)
-        sets = {e.name: shared for e in entries}
-    elif source == "examples":
-        shared = ui.examples_set(task)
-        sets = {e.name: shared for e in entries}
-    else:
-        for e in entries:
-            try:
-                sets[e.name] = ui.held_out_set(task, e.name)
-            except MedModelsError as err:  # shown per model; the others still run
-                st.warning(f"{e.title}: {err} The bundled example images can be used instead.")
+    sets = ui.test_sets(task, entries, source)
 if not entries or not sets:
     st.stop()
 first = next(iter(sets.values()))
@@ -170,36 +153,4 @@ if localisation_region(task.name):
         localisation_section(task, [e for e in entries if e.name in results], sets, "evaluate")
 
 # ----------------------------------------------------------------- stored cross-validation
-cv_models = [
-    n
-    for n in results
-    if (
-        compute.trained_model(task.name, n)[1].record is not None
-        and compute.trained_model(task.name, n)[1].record.cv is not None
-        or (compute.trained_model(task.name, n)[1].folder / "predictions.csv").is_file()
-    )
-]
-if cv_models:
-    from medmodels.metrics import mean_curve
-
-    st.subheader("Cross-validation (stored with the weights)")
-    st.caption(
-        "Per-fold curves of the training run's cross-validation, and their mean ± one standard deviation."
-    )
-    for name in cv_models:
-        with page_errors("Cross-validation curves"):
-            folds = ui.cv_fold_curves(task, name)
-            summary = ui.cv_summary(task, name)
-            st.markdown(f"**{titles[name]}**")
-            if summary is not None:
-                ui.show_metric_table(summary.T, f"evaluate_cv_table_{name}")
-            if ui.cv_note(task, name):
-                st.caption(ui.cv_note(task, name))
-            if folds["roc"]:
-                c1, c2 = st.columns(2)
-                for col, kind in ((c1, "roc"), (c2, "pr")):
-                    data_ = {f"fold {i + 1}": c for i, c in enumerate(folds[kind])}
-                    data_["mean"] = mean_curve(folds[kind])
-                    col.plotly_chart(charts.curves(data_, kind), key=f"evaluate_cv_{kind}_{name}")
-            elif summary is None:
-                st.caption("No per-fold data stored for this model.")
+ui.show_stored_cv(task, list(results), titles)

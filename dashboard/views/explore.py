@@ -19,7 +19,7 @@ from dashboard.common import (
     read_inputs,
     task_picker,
 )
-from dashboard.explain_ui import compose_figure, explanation_grid, settings_panel
+from dashboard.explain_ui import compose_figure, explanation_grid, faithfulness_section, settings_panel
 
 page_header(
     "Explore", "Pick a task and models, give an image, and see what each model predicts and where it looked."
@@ -60,7 +60,7 @@ item = None
 with page_errors("Prediction"):
     rows, per_image = [], {}
     for image in images:
-        probs = {e.title: compute.probabilities(task.name, e.name, image.key, image.image) for e in entries}
+        probs = {e.title: compute.image_probabilities(task.name, e.name, image.key, image.image) for e in entries}
         per_image[image.key] = probs
         for e in entries:
             p = probs[e.title]
@@ -112,25 +112,25 @@ if not methods:
     st.stop()
 
 with page_errors("Explanation"):
-    result = explanation_grid(task.name, entries, item, methods, settings, display, "explore")
-    tiles = result.pop("_tiles")
-    result["settings"] = dataclasses.asdict(settings)
-    result["predictions"] = [r for r in rows if r["image"] == item.name]
+    grid = explanation_grid(task.name, entries, item, methods, settings, display, "explore")
+    numbers = {"image": item.name, "settings": dataclasses.asdict(settings), "models": grid.numbers,
+               "predictions": [r for r in rows if r["image"] == item.name]}
     c1, c2 = st.columns(2)
     c1.download_button(
         "Download the figure (PNG)",
-        compose_figure(tiles, f"{task.title}: {item.name}"),
+        compose_figure(grid.tiles, f"{task.title}: {item.name}"),
         file_name="explanations.png",
         mime="image/png",
         key="explore_png",
     )
     c2.download_button(
         "Download the numbers (JSON)",
-        json.dumps(result, indent=2),
+        json.dumps(numbers, indent=2),
         file_name="explanations.json",
         mime="application/json",
         key="explore_json",
     )
+    faithfulness_section(task.name, entries, item, methods, settings, display, "explore")
 
 with st.expander("Sanity check: does the map change when the model's weights are randomised?"):
     st.caption(
@@ -151,6 +151,6 @@ with st.expander("Sanity check: does the map change when the model's weights are
         with page_errors("The sanity check"), st.spinner("Randomising layers…"):
             s = compute.sanity(task.name, model_name, item.key, method, settings, layers, item.image)
             st.plotly_chart(
-                charts.sanity_curve(s["layers"], s["spearman"], "Rank correlation after randomisation"),
+                charts.sanity_curve(s.layer_names, s.spearman[:, 0], "Rank correlation after randomisation"),
                 key="explore_sanity_chart",
             )

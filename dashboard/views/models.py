@@ -10,11 +10,11 @@ import streamlit as st
 
 from dashboard.common import (
     FAMILY_WORDS,
+    has_weights,
     page_errors,
     page_header,
     task_picker,
     trained_model,
-    weights_status,
 )
 
 page_header(
@@ -47,7 +47,7 @@ def card_for_page(card: str) -> str:
 
 task = task_picker("models_task")
 entries = list_models(task.name)
-status = {e.name: weights_status(task.name, e.name) for e in entries}
+status = {e.name: has_weights(task.name, e.name) for e in entries}
 overview = pd.DataFrame(
     [
         {
