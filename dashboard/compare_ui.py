@@ -8,7 +8,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard.explain_ui import Display
+from dashboard.common import sample_input
+from dashboard.explain_ui import Display, explained, lung_share_columns
 
 
 def size_table(task: Any, chosen: Sequence[Any], loaded: dict, measured: dict) -> None:
@@ -53,6 +54,32 @@ def size_table(task: Any, chosen: Sequence[Any], loaded: dict, measured: dict) -
     else:
         st.caption("Stored latency: each model timed right after its own training, perhaps beside other "
                    "jobs on the machine, so the two numbers may not compare; measure them now to be sure.")
+
+
+def cam_similarity(task: Any, chosen: Sequence[Any], samples: Sequence[Any], fraction: float
+                   ) -> tuple[pd.DataFrame, list[tuple[Any, dict]]]:
+    """Per image: rank correlation and top-``fraction`` IoU of the two models' Grad-CAMs (and, for
+    X-rays, each one's share inside the lung field); with the (image, explanations) pairs."""
+    from medmodels.explain import ExplainSettings, map_rank_correlation, topk_iou
+
+    a, b = chosen
+    settings = ExplainSettings()
+    rows, pairs = [], []
+    for s in samples:
+        item = sample_input(s, task.classes)
+        results = {e.name: explained(task.name, e, item, ("gradcam",), settings) for e in chosen}
+        maps = {name: r.maps["gradcam"] for name, r in results.items()}
+        rows.append(
+            {
+                "image": s.name,
+                "truth": item.label,
+                "rank correlation (Spearman)": map_rank_correlation(maps[a.name].map, maps[b.name].map),
+                f"IoU of top {fraction:.0%}": topk_iou(maps[a.name].map, maps[b.name].map, fraction),
+                **lung_share_columns(chosen, maps),
+            }
+        )
+        pairs.append((item, results))
+    return pd.DataFrame(rows), pairs
 
 
 def cam_gallery(task: Any, chosen: Sequence[Any], pairs: Sequence[tuple[Any, dict]]) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
+from dashboard import compare_ui as cmp
 from dashboard import compute
 from dashboard import evaluation_ui as ui
 from dashboard.common import (
@@ -16,8 +16,7 @@ from dashboard.common import (
     task_picker,
     trained_model,
 )
-from dashboard import compare_ui as cmp
-from dashboard.explain_ui import explained, lung_share_caption, lung_share_columns
+from dashboard.explain_ui import lung_share_caption
 
 MODES = {
     "kd": ("Teacher vs student (knowledge distillation)", ("teacher", "student")),
@@ -137,25 +136,7 @@ count = (
 )
 fraction = c2.slider("Top-k% region for IoU", 0.05, 0.5, 0.1, 0.05, key="compare_fraction")
 with page_errors("Comparing Grad-CAMs"):
-    from medmodels.explain import ExplainSettings, map_rank_correlation, topk_iou
-
-    settings = ExplainSettings()
-    rows, pairs = [], []
-    for s in list(test.data.samples)[:count]:
-        item = sample_input(s, task.classes)
-        results = {e.name: explained(task.name, e, item, ("gradcam",), settings) for e in chosen}
-        maps = {name: r.maps["gradcam"] for name, r in results.items()}
-        rows.append(
-            {
-                "image": s.name,
-                "truth": item.label,
-                "rank correlation (Spearman)": map_rank_correlation(maps[a.name].map, maps[b.name].map),
-                f"IoU of top {fraction:.0%}": topk_iou(maps[a.name].map, maps[b.name].map, fraction),
-                **lung_share_columns(chosen, maps),
-            }
-        )
-        pairs.append((item, results))
-    table = pd.DataFrame(rows)
+    table, pairs = cmp.cam_similarity(task, chosen, list(test.data.samples)[:count], fraction)
     st.dataframe(table, hide_index=True, width="stretch", key="compare_cam_table")
     st.caption(
         f"Mean rank correlation {table.iloc[:, 2].mean():.3f}; mean top-{fraction:.0%} IoU "
@@ -169,3 +150,19 @@ with page_errors("Comparing Grad-CAMs"):
         if stored_summary(task.name, [e.name for e in chosen]):
             st.caption(stored_summary(task.name, [e.name for e in chosen]))
     cmp.cam_gallery(task, chosen, pairs[:6])
+
+# ----------------------------------------------------------------- lung-only inputs (issue 19)
+from medmodels.explain.localise_survey import lung_only_rows  # noqa: E402
+
+lung_only = [r for r in lung_only_rows() if r["task"] == task.name]
+if lung_only:
+    st.subheader("Full image vs lung-only inputs")
+    st.caption(
+        "The same architecture and held-out fold trained on X-rays cropped to the predicted lung field and "
+        "black outside it (stored runs). Lung-only inputs lost accuracy without gaining on the Actualmed "
+        "same-source audit, and the image source stays predictable from inside the lungs."
+        if lung_only[-1]["balanced_accuracy"] < lung_only[0]["balanced_accuracy"] else
+        "The same architecture and held-out fold trained on X-rays cropped to the predicted lung field and "
+        "black outside it (stored runs)."
+    )
+    st.dataframe(lung_only, hide_index=True, width="stretch", key="compare_lung_only")
