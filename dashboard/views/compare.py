@@ -152,17 +152,13 @@ with page_errors("Comparing Grad-CAMs"):
     cmp.cam_gallery(task, chosen, pairs[:6])
 
 # ----------------------------------------------------------------- lung-only inputs (issue 19)
-from medmodels.explain.localise_survey import lung_only_rows  # noqa: E402
+from medmodels.explain.localise_survey import lung_only_rows, lung_only_verdict  # noqa: E402
 
 lung_only = [r for r in lung_only_rows() if r["task"] == task.name]
 if lung_only:
     st.subheader("Full image vs lung-only inputs")
     st.caption(
         "The same architecture and held-out fold trained on X-rays cropped to the predicted lung field and "
-        "black outside it (stored runs). Lung-only inputs lost accuracy without gaining on the Actualmed "
-        "same-source audit, and the image source stays predictable from inside the lungs."
-        if lung_only[-1]["balanced_accuracy"] < lung_only[0]["balanced_accuracy"] else
-        "The same architecture and held-out fold trained on X-rays cropped to the predicted lung field and "
-        "black outside it (stored runs)."
+        "black outside it (stored runs). " + lung_only_verdict(lung_only)
     )
     st.dataframe(lung_only, hide_index=True, width="stretch", key="compare_lung_only")

@@ -524,3 +524,21 @@ def lung_only_table(weights_dir: Path | None = None) -> str:
                      f"{f(r['actualmed_balanced_accuracy'])} | {f(r['actualmed_roc_auc'])} | "
                      f"{f(r['source_accuracy'])} | {cam} |")
     return "\n".join(lines) + "\n"
+
+
+def lung_only_verdict(rows: list[dict[str, Any]]) -> str:
+    """One sentence that reads the full-image vs lung-only rows, whatever they say."""
+    if len(rows) < 2 or any(r["balanced_accuracy"] is None for r in rows[:2]):
+        return ""
+    full, lungs = rows[0], rows[1]
+    acc = lungs["balanced_accuracy"] - full["balanced_accuracy"]
+    parts = [f"balanced accuracy {'fell' if acc < 0 else 'rose'} from {full['balanced_accuracy']:.3f} to "
+             f"{lungs['balanced_accuracy']:.3f}"]
+    if full["actualmed_balanced_accuracy"] is not None and lungs["actualmed_balanced_accuracy"] is not None:
+        gain = lungs["actualmed_balanced_accuracy"] - full["actualmed_balanced_accuracy"]
+        parts.append(f"the Actualmed same-source audit {'gained' if gain > 0 else 'did not gain'} "
+                     f"({full['actualmed_balanced_accuracy']:.3f} -> {lungs['actualmed_balanced_accuracy']:.3f})")
+    if full["source_accuracy"] is not None and lungs["source_accuracy"] is not None:
+        parts.append(f"the image source is predictable at {lungs['source_accuracy']:.3f} from the lung-only inputs "
+                     f"({full['source_accuracy']:.3f} from full images)")
+    return "With lung-only inputs, " + "; ".join(parts) + "."
