@@ -218,3 +218,30 @@ def test_lung_only_set_replaces_images_and_keeps_labels_and_groups() -> None:
         assert (after.name, after.label, after.group) == (before.name, before.label, before.group)
         assert after.meta["inputs"] == "lung_only" and isinstance(after.source, bytes)
         assert load_image(after.source).size[0] < load_image(before.source).size[0]  # cropped
+
+
+def test_report_tables_from_survey_records(tmp_path) -> None:
+    import json
+
+    from medmodels.explain.localise_survey import localisation_table, lung_only_rows, lung_only_table, lung_only_verdict
+
+    assert localisation_table(tmp_path) == "" and lung_only_table(tmp_path) == ""
+    (tmp_path / "covid" / "mobilenet_v2" / "mobilenet_v2_lungs").mkdir(parents=True)
+    method = {"n_images": 10, "n_scored": 9, "not_computed": {"lung field not found; score not computed": 1},
+              "inside_mean": 0.3, "chance_mean": 0.2, "ratio_mean": 1.5, "dilated_inside_mean": 0.4,
+              "dilated_chance_mean": 0.3}
+    record = {"task": "covid", "region": "lung field", "models": {
+        "mobilenet_v2": {"methods": {"gradcam": method}}, "mobilenet_v2_lungs": {"methods": {"gradcam": method}}},
+        "skipped": {"quadsnet": "no held-out test split"}}
+    (tmp_path / "covid" / "localisation.json").write_text(json.dumps(record))
+    table = localisation_table(tmp_path)
+    assert "| covid | mobilenet_v2 | Grad-CAM | 9 of 10 | 30 % (40 %) | 20 % | 1.50 |" in table
+    assert "not surveyed: no held-out test split" in table
+    for folder, acc in (("mobilenet_v2", 0.9), ("mobilenet_v2/mobilenet_v2_lungs", 0.8)):
+        (tmp_path / "covid" / folder / "metrics.json").write_text(json.dumps(
+            {"test": {"metrics": {"balanced_accuracy": acc, "roc_auc": acc}},
+             "audit": {"actualmed": {"metrics": {"balanced_accuracy": 0.5, "roc_auc": 0.5}}}}))
+    rows = lung_only_rows(tmp_path)
+    assert [r["inputs"] for r in rows] == ["full", "lung-only"] and rows[1]["gradcam_inside_lungs"] == 0.3
+    assert "fell from 0.900 to 0.800" in lung_only_verdict(rows) and "did not gain" in lung_only_verdict(rows)
+    assert "Lung-only inputs" in localisation_table(tmp_path)
