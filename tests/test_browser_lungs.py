@@ -58,6 +58,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
+def _upload_when_idle(page: object, path: Path) -> None:
+    """Upload once the rerun that the task change started has finished.
+
+    An upload sent while that rerun still draws the page can land on the uploader it replaces
+    (seen under load: the server read 0 images); so wait for the running indicator to go,
+    and send the file again if no prediction appears.
+    """
+    for attempt in range(2):
+        page.get_by_test_id("stStatusWidget").wait_for(state="hidden", timeout=WAIT_MS)
+        page.locator("input[type=file]").first.set_input_files(str(path))
+        try:
+            page.get_by_role("heading", name="Predictions").wait_for(timeout=WAIT_MS // 3)
+            return
+        except Exception:  # playwright's TimeoutError: try the upload once more
+            if attempt:
+                raise
+
+
 def test_explore_xray_shows_lung_toggle_and_score(server: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -73,7 +91,7 @@ def test_explore_xray_shows_lung_toggle_and_score(server: str, tmp_path: Path) -
         page.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Task", exact=True)).click()
         page.get_by_role("option", name=re.compile("COVID-19 vs normal")).click()
         page.get_by_text("Does a frontal chest X-ray show").wait_for(timeout=WAIT_MS)
-        page.locator("input[type=file]").first.set_input_files(str(XRAY))
+        _upload_when_idle(page, XRAY)
         page.get_by_role("heading", name="Explanations").wait_for(timeout=WAIT_MS)
         toggle = page.get_by_text("Show the lung outline")
         toggle.wait_for(timeout=WAIT_MS)

@@ -470,8 +470,10 @@ def survey_lung_only(task: str, name: str, base: str, state_file: Path, cfg: Sur
 
 # --------------------------------------------------------------------------- lung-only experiment
 
-#: (full-image model, its lung-only run folder below it): the issue-19 comparison pairs
-LUNG_ONLY_RUNS = (("covid", "mobilenet_v2", "mobilenet_v2_lungs"),)
+#: (full-image model, its lung-only run folder below it): the issue-19 comparison pairs, one
+#: trained from scratch and one ImageNet-initialised
+LUNG_ONLY_RUNS = (("covid", "mobilenet_v2", "mobilenet_v2_lungs"),
+                  ("covid", "efficientnet_lite0", "efficientnet_lite0_lungs"))
 
 
 def lung_only_rows(weights_dir: Path | None = None) -> list[dict[str, Any]]:
@@ -481,6 +483,7 @@ def lung_only_rows(weights_dir: Path | None = None) -> list[dict[str, Any]]:
     predictable the image source is from the inputs, and the Grad-CAM share inside the lungs.
     """
     from medmodels.hub import HubSettings
+    from medmodels.record import RunRecord, SourceAudit
 
     base = weights_dir or HubSettings.from_env().weights_dir
     rows = []
@@ -491,16 +494,18 @@ def lung_only_rows(weights_dir: Path | None = None) -> list[dict[str, Any]]:
         loc = (read_records(base).get(task) or {}).get("models", {})
         audits = {"full": base / task / "source_audit.json", "lung_only": base / task / "source_audit_lung_only.json"}
         for kind, path in paths.items():
-            m = json.loads(path.read_text())
-            test = (m.get("test") or {}).get("metrics") or {}
-            actual = (((m.get("audit") or {}).get("actualmed") or {}).get("metrics")) or {}
-            src = json.loads(audits[kind].read_text()) if audits[kind].is_file() else {}
+            record = RunRecord.read(path)
+            test = record.test_metrics
+            actualmed = record.audit.actualmed if record.audit is not None else None
+            actual = actualmed.metrics if actualmed is not None else {}
+            src = SourceAudit.read(audits[kind]) if audits[kind].is_file() else None
             cam = ((loc.get(full if kind == "full" else lungs) or {}).get("methods") or {}).get("gradcam") or {}
             rows.append({
                 "task": task, "model": full if kind == "full" else lungs, "inputs": kind.replace("_", "-"),
-                "test": m.get("test_is", ""), "balanced_accuracy": test.get("balanced_accuracy"),
+                "test": record.test_is or "", "balanced_accuracy": test.get("balanced_accuracy"),
                 "roc_auc": test.get("roc_auc"), "actualmed_balanced_accuracy": actual.get("balanced_accuracy"),
-                "actualmed_roc_auc": actual.get("roc_auc"), "source_accuracy": src.get("accuracy_mean"),
+                "actualmed_roc_auc": actual.get("roc_auc"),
+                "source_accuracy": src.accuracy_mean if src is not None else None,
                 "gradcam_inside_lungs": cam.get("inside_mean"), "gradcam_chance": cam.get("chance_mean"),
             })
     return rows
