@@ -135,6 +135,9 @@ class Recipe:
     # "lung_only": chest X-rays cropped to the predicted lung field and black outside it
     # (medmodels.lungs.lung_only_set), in training, testing and the audits (issue 19)
     inputs: Literal["full", "lung_only"] = "full"
+    # "imagenet": start from the architecture's ImageNet weights (only those read offline from an
+    # installed package, e.g. efficientnet_lite0); "random": from scratch, as the papers' rows here
+    init: Literal["random", "imagenet"] = "random"
     notes: str = ""
 
     @property

@@ -304,7 +304,7 @@ def train_model(recipe: Recipe, entry: ModelEntry, part: PartData, teacher: Teac
     """Build and fit the recipe's model on one split or fold: plain, or distilled."""
     pre = entry.preprocess
     torch.manual_seed(recipe.seed)
-    model = build_arch(entry)
+    model = build_arch(entry, imagenet=recipe.init == "imagenet")
     train_fn, val_fn = build_loss(recipe, part.data["train"].labels.numpy(), len(entry.classes),
                                   part.data["val"].labels.numpy())
     cfg = fit_config(recipe, entry)

@@ -6,7 +6,7 @@ tasks and the (task, model) entries). ``zoo.registry`` itself imports nothing fr
 so the dependencies run one way: ``__init__`` -> architectures, catalog -> registry.
 A new architecture module is added to the import line below.
 """
-from medmodels.zoo import kd, quadsnet, shallow, torchvision_nets, unet  # noqa: F401  (register archs)
+from medmodels.zoo import efficientnet_lite, kd, quadsnet, shallow, torchvision_nets, unet  # noqa: F401  (register archs)
 from medmodels.zoo import catalog  # noqa: F401,I001  (tasks and entries; after the archs it names)
 from medmodels.zoo.registry import (  # noqa: F401
     ModelEntry,

