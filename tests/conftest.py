@@ -47,3 +47,75 @@ def zip_bytes() -> _ReadersCallable[..., bytes]:
     return _readers_zip_bytes
 
 # --- end data readers fixtures ---
+
+# --- dashboard fixtures: untrained weights folders for AppTest pages and a live server ---
+import contextlib as _dash_contextlib
+from collections.abc import Iterable as _DashIterable
+from collections.abc import Iterator as _DashIterator
+from pathlib import Path as _DashPath
+
+
+@_dash_contextlib.contextmanager
+def _dash_untrained_weights(folder: _DashPath, models: _DashIterable[tuple[str, str]]) -> _DashIterator[_DashPath]:
+    """A weights folder of untrained models, set as MEDMODELS_WEIGHTS_DIR with Streamlit's caches cleared."""
+    import streamlit as st
+    import torch
+
+    from dashboard.sample_weights import write_untrained_folder
+
+    torch.set_num_threads(1)
+    for task, name in models:
+        write_untrained_folder(folder, task, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MEDMODELS_WEIGHTS_DIR", str(folder))
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        yield folder
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@_dash_contextlib.contextmanager
+def _dash_live_server(tmp_path_factory: pytest.TempPathFactory, models: _DashIterable[tuple[str, str]],
+                      extra: _DashIterable[tuple[_DashPath, str]] = ()) -> _DashIterator[str]:
+    """A real ``streamlit run`` of the dashboard on 127.0.0.1 over untrained ``models``.
+
+    ``extra``: (folder, "task/model") pairs copied into its weights folder as they are (shipped weights).
+    """
+    import shutil
+
+    import torch
+
+    from dashboard.devserver import start_dashboard, stop
+    from dashboard.sample_weights import write_untrained_folder
+
+    torch.set_num_threads(1)
+    weights = tmp_path_factory.mktemp("weights")
+    for task, name in models:
+        write_untrained_folder(weights, task, name)
+    for source, key in extra:
+        shutil.copytree(source, weights / key)
+    env = {**_lead_os.environ, "MEDMODELS_WEIGHTS_DIR": str(weights), "HF_HUB_OFFLINE": "1",
+           "MEDMODELS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
+    try:
+        proc, url, _ = start_dashboard(env, log)
+    except RuntimeError as err:
+        pytest.fail(f"{err}; see {log.name}")
+    yield url
+    stop(proc)
+    log.close()
+
+
+@pytest.fixture(scope="session")
+def untrained_weights() -> object:
+    """``with untrained_weights(folder, [(task, model), ...]) as folder:`` for AppTest page tests."""
+    return _dash_untrained_weights
+
+
+@pytest.fixture(scope="session")
+def live_server() -> object:
+    """``with live_server(tmp_path_factory, [(task, model), ...]) as url:`` for browser tests."""
+    return _dash_live_server
+
+# --- end dashboard fixtures ---

@@ -9,7 +9,6 @@ a temporary weights directory, so the test does not depend on training.
 from __future__ import annotations
 
 import io
-import os
 import re
 import time
 import zipfile
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS, start_dashboard, stop
+from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "test-output" / "browser"
@@ -40,31 +39,10 @@ pytest.importorskip("playwright.sync_api", reason="the playwright Python package
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory, live_server: object) -> Iterator[str]:
     """The dashboard on a free port of 127.0.0.1, with three untrained malaria models."""
-    import torch
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    torch.set_num_threads(1)
-    weights = tmp_path_factory.mktemp("weights")
-    for name in ("shallow_cnn1", "shallow_cnn3", "vgg16"):
-        write_untrained_folder(weights, "malaria", name)
-    env = {
-        **os.environ,
-        "MEDMODELS_WEIGHTS_DIR": str(weights),
-        "HF_HUB_OFFLINE": "1",
-        "MEDMODELS_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-    }
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
-    try:
-        proc, url, _ = start_dashboard(env, log)
-    except RuntimeError as err:
-        pytest.fail(f"{err}; see {log.name}")
-    yield url
-    stop(proc)
-    log.close()
+    with live_server(tmp_path_factory, [("malaria", n) for n in ("shallow_cnn1", "shallow_cnn3", "vgg16")]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

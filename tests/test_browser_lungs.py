@@ -8,15 +8,13 @@ into a temporary weights directory; the lung model is the shipped one, copied be
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS, start_dashboard, stop
+from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "test-output" / "browser"
@@ -37,25 +35,9 @@ pytest.importorskip("playwright.sync_api", reason="the playwright Python package
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import torch
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    torch.set_num_threads(1)
-    weights = tmp_path_factory.mktemp("weights")
-    write_untrained_folder(weights, "covid", "mobilenet_v2")
-    shutil.copytree(LUNGS, weights / "lungs" / "unet_lite0")
-    env = {**os.environ, "MEDMODELS_WEIGHTS_DIR": str(weights), "HF_HUB_OFFLINE": "1",
-           "MEDMODELS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
-    try:
-        proc, url, _ = start_dashboard(env, log)
-    except RuntimeError as err:
-        pytest.fail(f"{err}; see {log.name}")
-    yield url
-    stop(proc)
-    log.close()
+def server(tmp_path_factory: pytest.TempPathFactory, live_server: object) -> Iterator[str]:
+    with live_server(tmp_path_factory, [("covid", "mobilenet_v2")], [(LUNGS, "lungs/unet_lite0")]) as url:
+        yield url
 
 
 def _upload_when_idle(page: object, path: Path) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import os
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS, free_port, start_dashboard, stop
+from dashboard.devserver import CHROMIUM, CHROMIUM_ARGS, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = next((ROOT / "examples" / "malaria" / "Uninfected").glob("*.png")).read_bytes()
@@ -59,24 +58,9 @@ def canary() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import torch
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    torch.set_num_threads(1)
-    weights = tmp_path_factory.mktemp("weights")
-    write_untrained_folder(weights, "malaria", "shallow_cnn1")
-    env = {**os.environ, "MEDMODELS_WEIGHTS_DIR": str(weights), "HF_HUB_OFFLINE": "1",
-           "MEDMODELS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    log = (tmp_path_factory.mktemp("server") / "streamlit.log").open("w")
-    try:
-        proc, url, _ = start_dashboard(env, log)
-    except RuntimeError as err:
-        pytest.fail(f"{err}; see {log.name}")
-    yield url
-    stop(proc)
-    log.close()
+def server(tmp_path_factory: pytest.TempPathFactory, live_server: object) -> Iterator[str]:
+    with live_server(tmp_path_factory, [("malaria", "shallow_cnn1")]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,11 @@ because they live as long as the process.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,22 +23,9 @@ MODELS = (("malaria", "shallow_cnn1"), ("malaria", "shallow_cnn3"), ("malaria", 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    import torch
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("weights")
-    for task, name in MODELS:
-        write_untrained_folder(folder, task, name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDMODELS_WEIGHTS_DIR", str(folder))
-        st.cache_data.clear()
-        st.cache_resource.clear()
+def weights(tmp_path_factory: pytest.TempPathFactory, untrained_weights: object) -> Iterator[Path]:
+    with untrained_weights(tmp_path_factory.mktemp("weights"), MODELS) as folder:
         yield folder
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def page(name: str) -> AppTest:

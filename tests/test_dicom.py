@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -254,20 +255,9 @@ def test_cli_predict_reads_dicom_and_prints_the_tags(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def untrained_weights(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Iterator[Path]
-    import streamlit as st
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    folder = tmp_path_factory.mktemp("weights")
-    write_untrained_folder(folder, "covid", "mobilenet_v2")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDMODELS_WEIGHTS_DIR", str(folder))
-        st.cache_data.clear()
-        st.cache_resource.clear()
+def covid_weights(tmp_path_factory: pytest.TempPathFactory, untrained_weights: object) -> Iterator[Path]:
+    with untrained_weights(tmp_path_factory.mktemp("weights"), [("covid", "mobilenet_v2")]) as folder:
         yield folder
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _page_text(at: object) -> str:
@@ -276,7 +266,7 @@ def _page_text(at: object) -> str:
     return " ".join(texts) + " ".join(str(df.value.to_dict()) for df in at.dataframe)
 
 
-def test_explore_and_evaluate_list_the_dicom_tags_read_and_no_patient_field(untrained_weights: Path) -> None:
+def test_explore_and_evaluate_list_the_dicom_tags_read_and_no_patient_field(covid_weights: Path) -> None:
     from streamlit.testing.v1 import AppTest
 
     pages = ROOT / "dashboard" / "views"

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 PAGES = Path(__file__).resolve().parents[1] / "dashboard" / "views"
@@ -13,21 +12,9 @@ pytestmark = pytest.mark.slow  # two page runs with Captum: about 15-60 s depend
 
 
 @pytest.fixture(scope="module", autouse=True)
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    import torch
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("weights")
-    write_untrained_folder(folder, "wbc", "wbc_cnn")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDMODELS_WEIGHTS_DIR", str(folder))
-        st.cache_data.clear()
-        st.cache_resource.clear()
+def weights(tmp_path_factory: pytest.TempPathFactory, untrained_weights: object) -> Iterator[Path]:
+    with untrained_weights(tmp_path_factory.mktemp("weights"), [("wbc", "wbc_cnn")]) as folder:
         yield folder
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def test_explore_shows_the_cell_box_score_and_no_lung_toggle_for_wbc() -> None:

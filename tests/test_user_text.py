@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard.common import as_text
@@ -46,21 +45,9 @@ def test_as_text_escapes_every_markdown_and_html_character(text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    import torch
-
-    from dashboard.sample_weights import write_untrained_folder
-
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("weights")
-    write_untrained_folder(folder, "malaria", "shallow_cnn1")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDMODELS_WEIGHTS_DIR", str(folder))
-        st.cache_data.clear()
-        st.cache_resource.clear()
+def weights(tmp_path_factory: pytest.TempPathFactory, untrained_weights: object) -> Iterator[Path]:
+    with untrained_weights(tmp_path_factory.mktemp("weights"), [("malaria", "shallow_cnn1")]) as folder:
         yield folder
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def _page(name: str) -> AppTest:
