@@ -1,6 +1,8 @@
 """Localisation scores on maps with known answers, box handling, and the lung model's contract."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -237,10 +239,15 @@ def test_report_tables_from_survey_records(tmp_path) -> None:
     table = localisation_table(tmp_path)
     assert "| covid | mobilenet_v2 | Grad-CAM | 9 of 10 | 30 % (40 %) | 20 % | 1.50 |" in table
     assert "not surveyed: no held-out test split" in table
+    import dataclasses
+
+    from medmodels.record import Audits, RunRecord
+
+    shipped = RunRecord.read(Path(__file__).resolve().parents[1] / "weights" / "covid" / "mobilenet_v2")
     for folder, acc in (("mobilenet_v2", 0.9), ("mobilenet_v2/mobilenet_v2_lungs", 0.8)):
-        (tmp_path / "covid" / folder / "metrics.json").write_text(json.dumps(
-            {"test": {"metrics": {"balanced_accuracy": acc, "roc_auc": acc}},
-             "audit": {"actualmed": {"metrics": {"balanced_accuracy": 0.5, "roc_auc": 0.5}}}}))
+        test = dataclasses.replace(shipped.test, metrics={"balanced_accuracy": acc, "roc_auc": acc})
+        actualmed = dataclasses.replace(shipped.test, metrics={"balanced_accuracy": 0.5, "roc_auc": 0.5})
+        dataclasses.replace(shipped, test=test, audit=Audits(actualmed=actualmed)).write(tmp_path / "covid" / folder)
     rows = lung_only_rows(tmp_path)
     assert [r["inputs"] for r in rows] == ["full", "lung-only"] and rows[1]["gradcam_inside_lungs"] == 0.3
     assert "fell from 0.900 to 0.800" in lung_only_verdict(rows) and "did not gain" in lung_only_verdict(rows)

