@@ -10,7 +10,6 @@ neither the browser nor the canary saw a request for it. Launched like tests/tes
 from __future__ import annotations
 
 import http.server
-import io
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -89,14 +88,6 @@ def _names(port: int) -> dict[str, str]:
     }
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _made_from(page: object, port: int) -> list[str]:
     """Elements built from hostile text: images or links to the canary, javascript: links, handlers."""
     return page.evaluate(
@@ -140,7 +131,7 @@ def test_explore_names_are_shown_as_text(server: str, browser: object, canary: i
     page.close()
 
 
-def test_evaluate_zip_folder_and_csv_text_is_shown_as_text(server: str, browser: object, canary: int) -> None:
+def test_evaluate_zip_folder_and_csv_text_is_shown_as_text(server: str, browser: object, canary: int, zip_bytes) -> None:
     names = _names(canary)
     cases = [
         ("set.zip", {f"{names['image']}/a.png": PNG, f"{names['html']}/b.png": PNG}, names["image"]),
@@ -158,7 +149,7 @@ def test_evaluate_zip_folder_and_csv_text_is_shown_as_text(server: str, browser:
     _open(page, "Evaluate")
     for zip_name, members, shown in cases:
         page.locator("input[type=file]").first.set_input_files(
-            files=[{"name": zip_name, "mimeType": "application/zip", "buffer": _zip(members)}]
+            files=[{"name": zip_name, "mimeType": "application/zip", "buffer": zip_bytes(members, zipfile.ZIP_STORED)}]
         )
         page.get_by_text(shown).filter(visible=True).first.wait_for(timeout=WAIT_MS)
         page.wait_for_timeout(1000)

@@ -39,20 +39,13 @@ def assert_clean(at: AppTest) -> None:
     assert not [e.value for e in at.error if "failed unexpectedly" in e.value]
 
 
-def zipped(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
-def malaria_examples_zip() -> bytes:
-    return zipped(
+def malaria_examples_zip(zip_bytes) -> bytes:
+    return zip_bytes(
         {
             f"set/{p.parent.name}/{p.name}": p.read_bytes()
             for p in sorted((ROOT / "examples" / "malaria").glob("*/*.png"))
-        }
+        },
+        zipfile.ZIP_STORED,
     )
 
 
@@ -240,11 +233,11 @@ def test_evaluate_multiclass_has_one_vs_rest_curves_and_no_threshold() -> None:
     assert len(at.get("plotly_chart")) >= 4
 
 
-def test_evaluate_uploaded_zip_and_drill_down() -> None:
+def test_evaluate_uploaded_zip_and_drill_down(zip_bytes) -> None:
     at = page("evaluate")
     at.multiselect(key="evaluate_models_malaria").set_value(["shallow_cnn3"])
     at.file_uploader(key="evaluate_zip_malaria").set_value(
-        ("test.zip", malaria_examples_zip(), "application/zip")
+        ("test.zip", malaria_examples_zip(zip_bytes), "application/zip")
     )
     at.run()
     assert_clean(at)
@@ -264,9 +257,9 @@ def test_evaluate_uploaded_zip_and_drill_down() -> None:
                                                  "named Parasitized or Uninfected; found folders: cat, dog."),
     ],
 )
-def test_evaluate_bad_zips_show_a_message(members: dict, expected: str) -> None:
+def test_evaluate_bad_zips_show_a_message(members: dict, expected: str, zip_bytes) -> None:
     png = next((ROOT / "examples/malaria/Uninfected").glob("*.png")).read_bytes()
-    data = zipped({k: (v if v is not None else png) for k, v in members.items()})
+    data = zip_bytes({k: (v if v is not None else png) for k, v in members.items()}, zipfile.ZIP_STORED)
     at = page("evaluate")
     at.file_uploader(key="evaluate_zip_malaria").set_value(("bad.zip", data, "application/zip"))
     at.run()
@@ -275,9 +268,9 @@ def test_evaluate_bad_zips_show_a_message(members: dict, expected: str) -> None:
     assert expected in errors
 
 
-def test_evaluate_csv_labels_not_matching_the_task() -> None:
+def test_evaluate_csv_labels_not_matching_the_task(zip_bytes) -> None:
     png = next((ROOT / "examples/malaria/Uninfected").glob("*.png")).read_bytes()
-    data = zipped({"a.png": png, "b.png": png, "labels.csv": b"filename,label\na.png,cat\nb.png,dog\n"})
+    data = zip_bytes({"a.png": png, "b.png": png, "labels.csv": b"filename,label\na.png,cat\nb.png,dog\n"}, zipfile.ZIP_STORED)
     at = page("evaluate")
     at.file_uploader(key="evaluate_zip_malaria").set_value(("csv.zip", data, "application/zip"))
     at.run()
@@ -285,9 +278,9 @@ def test_evaluate_csv_labels_not_matching_the_task() -> None:
     assert at.error, "labels outside the task must be reported"
 
 
-def test_evaluate_zip_with_a_separate_label_csv() -> None:
+def test_evaluate_zip_with_a_separate_label_csv(zip_bytes) -> None:
     files = sorted((ROOT / "examples/malaria").glob("*/*.png"))
-    data = zipped({f"img{i}.png": p.read_bytes() for i, p in enumerate(files)})
+    data = zip_bytes({f"img{i}.png": p.read_bytes() for i, p in enumerate(files)}, zipfile.ZIP_STORED)
     rows = "".join(f"img{i}.png,{p.parent.name},patient{i % 2}\n" for i, p in enumerate(files))
     at = page("evaluate")
     at.multiselect(key="evaluate_models_malaria").set_value(["shallow_cnn1"])

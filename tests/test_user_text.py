@@ -59,14 +59,6 @@ def _markdown_texts(at: AppTest) -> list[str]:
     return texts + [str(c) for img in at.image for c in img.captions if c]
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buffer.getvalue()
-
-
 def _assert_escaped(at: AppTest, needle: str) -> None:
     """``needle`` is shown (unescaped it reads as given) and every echo of it is escaped."""
     assert not at.exception, [e.value for e in at.exception]
@@ -96,17 +88,17 @@ def test_explore_file_names_are_text(weights: Path, name: str) -> None:
         ({"a.png": PNG, "labels.csv": b"filename,label\n<b>x</b>.png,Uninfected\n"}, "<b>x</b>.png"),
     ],
 )
-def test_evaluate_folder_names_and_csv_cells_are_text(weights: Path, members: dict, needle: str) -> None:
+def test_evaluate_folder_names_and_csv_cells_are_text(weights: Path, members: dict, needle: str, zip_bytes) -> None:
     at = _page("evaluate")
-    at.file_uploader(key="evaluate_zip_malaria").set_value(("t.zip", _zip(members), "application/zip"))
+    at.file_uploader(key="evaluate_zip_malaria").set_value(("t.zip", zip_bytes(members, zipfile.ZIP_STORED), "application/zip"))
     at.run()
     _assert_escaped(at, needle)
 
 
-def test_evaluate_zip_name_is_text(weights: Path) -> None:
+def test_evaluate_zip_name_is_text(weights: Path, zip_bytes) -> None:
     name = "[click](javascript:alert(1)).zip"
     at = _page("evaluate")
-    at.file_uploader(key="evaluate_zip_malaria").set_value((name, _zip({"Uninfected/a.png": PNG}), "application/zip"))
+    at.file_uploader(key="evaluate_zip_malaria").set_value((name, zip_bytes({"Uninfected/a.png": PNG}, zipfile.ZIP_STORED), "application/zip"))
     at.run()
     _assert_escaped(at, name)
 
