@@ -119,3 +119,15 @@ def live_server() -> object:
     return _dash_live_server
 
 # --- end dashboard fixtures ---
+
+
+# --- explanation tests: one torch thread (Captum timings and determinism) ---
+@pytest.fixture
+def one_torch_thread() -> _DashIterator[None]:
+    """Run the test on one torch thread and restore the count after it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

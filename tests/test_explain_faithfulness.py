@@ -77,12 +77,7 @@ def _images(n: int = 4) -> torch.Tensor:
     return x
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("method", ["gradcam", "ig", "saliency", "occlusion", "smoothgrad"])

@@ -17,12 +17,7 @@ from medmodels.metrics import compute_metrics
 from medmodels.zoo.registry import create_model, get_entry
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(size: tuple[int, int] = (96, 80)) -> Image.Image:
